@@ -1,0 +1,66 @@
+"""streamcore: stream LLM replies to browsers and other clients as typed WebSocket events.
+
+The core is framework-agnostic: :class:`Engine` runs the protocol of SPEC.md over any
+:class:`Connection`; providers (``streamcore.providers``) turn a model's token stream into
+text deltas; adapters (``streamcore.adapters``) serve the engine over websockets, ASGI and
+Starlette. Nothing heavy is imported here: litellm and the web frameworks load lazily.
+"""
+
+from .codec import MSGPACK_SUBPROTOCOL, Codec
+from .config import Config, load_config
+from .engine import Engine
+from .errors import (
+    ConfigError,
+    ConnectionClosed,
+    ProtocolError,
+    ProviderError,
+    StreamcoreError,
+)
+from .ids import new_id, now_ms
+from .objectives import InMemoryObjectiveStore, Objective, ObjectiveStore, Step
+from .protocol import ErrorCode, EventType
+from .provider import (
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    ObjectiveSpec,
+    Provider,
+    available_providers,
+    load_provider,
+)
+from .session import Session
+from .transport import Connection, ConnectionInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChatMessage",
+    "Codec",
+    "Completion",
+    "Config",
+    "ConfigError",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionInfo",
+    "Engine",
+    "ErrorCode",
+    "EventType",
+    "GenerationRequest",
+    "InMemoryObjectiveStore",
+    "MSGPACK_SUBPROTOCOL",
+    "Objective",
+    "ObjectiveSpec",
+    "ObjectiveStore",
+    "ProtocolError",
+    "Provider",
+    "ProviderError",
+    "Session",
+    "Step",
+    "StreamcoreError",
+    "available_providers",
+    "load_config",
+    "load_provider",
+    "new_id",
+    "now_ms",
+    "__version__",
+]

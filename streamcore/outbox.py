@@ -1,0 +1,141 @@
+"""A connection's send buffer: frames waiting for the socket, chunks merged under backpressure.
+
+The engine puts frames here without waiting; one writer task per connection takes them out
+and sends them. While the socket is slower than the provider, consecutive chunks of the
+same message pile up in one run and leave as a single AI_MESSAGE_CHUNK whose content is
+their concatenation: order kept, nothing dropped, ``index`` still counting up by one per
+frame actually sent. A client that reads slowly thus sees fewer, larger chunks instead of
+growing latency, and the buffer stays bounded because producers wait (pausing the
+provider) once ``limit`` bytes are pending.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Union
+
+import anyio
+
+from .ids import Stamp, stamp
+
+__all__ = ["Outbox", "ChunkStream"]
+
+
+class ChunkStream:
+    """The chunk-encoding state of one message: its encoder and next index."""
+
+    __slots__ = ("encode", "index", "merge")
+
+    def __init__(self, encode: Callable[[str, int, Stamp], bytes], merge: bool = True) -> None:
+        self.encode = encode
+        self.index = 0
+        self.merge = merge
+
+
+class _Run:
+    """Consecutive pending chunks of one message, encoded as one frame when sent."""
+
+    __slots__ = ("stream", "parts")
+
+    def __init__(self, stream: ChunkStream, content: str) -> None:
+        self.stream = stream
+        self.parts = [content]
+
+
+class Outbox:
+    """Pending frames of one connection.
+
+    Args:
+        limit: pending bytes (roughly: characters of chunk text count one each) above which
+            :attr:`full` is true and producers should ``await wait_for_space()``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[Union[bytes, _Run]] = deque()
+        self.pending = 0
+        self.limit = limit
+        self.sending = False
+        self.sent = 0
+        self._ready: anyio.Event | None = None
+        self._space: anyio.Event | None = None
+        self._idle: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def full(self) -> bool:
+        return self.pending > self.limit
+
+    def put(self, frame: bytes) -> None:
+        """Queue an encoded frame."""
+        self._items.append(frame)
+        self.pending += len(frame)
+        if self._ready is not None:
+            self._ready.set()
+
+    def put_chunk(self, stream: ChunkStream, content: str) -> None:
+        """Queue chunk text, merging it into the last pending run of the same message."""
+        items = self._items
+        if items:
+            last = items[-1]
+            if type(last) is _Run and last.stream is stream and stream.merge:
+                last.parts.append(content)
+                self.pending += len(content)
+                return
+        items.append(_Run(stream, content))
+        self.pending += len(content)
+        if self._ready is not None:
+            self._ready.set()
+
+    def take(self) -> list[bytes]:
+        """Take every pending frame, encoding chunk runs now (one clock read for all)."""
+        items = self._items
+        if not items:
+            return []
+        now = None
+        frames = []
+        append = frames.append
+        for item in items:
+            if type(item) is bytes:
+                append(item)
+            else:
+                s = item.stream
+                if now is None:
+                    now = stamp()
+                parts = item.parts
+                append(s.encode(parts[0] if len(parts) == 1 else "".join(parts), s.index, now))
+                s.index += 1
+        items.clear()
+        self.pending = 0
+        if self._space is not None:
+            self._space.set()
+            self._space = None
+        return frames
+
+    async def wait_ready(self) -> None:
+        """Wait until something is pending."""
+        if self._items:
+            return
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
+        self._ready = anyio.Event()
+        try:
+            await self._ready.wait()
+        finally:
+            self._ready = None
+
+    async def wait_for_space(self) -> None:
+        """Wait until the writer has taken the pending frames (producers call this when full)."""
+        while self.pending > self.limit:
+            if self._space is None:
+                self._space = anyio.Event()
+            await self._space.wait()
+
+    async def wait_flushed(self) -> None:
+        """Wait until every queued frame has been handed to the socket."""
+        while self._items or self.sending:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()

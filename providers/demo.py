@@ -49,6 +49,7 @@ _STEP_TITLES = [
 class _Options(msgspec.Struct, forbid_unknown_fields=True):
     delay_ms: float = 25.0
     words: int = 60
+    max_tokens: Union[int, None] = None
 
 
 class DemoProvider:
@@ -58,6 +59,7 @@ class DemoProvider:
         model: reported in AI_MESSAGE_START (default ``demo-1``).
         delay_ms: pause between chunks, to look like a real model (0: as fast as possible).
         words: how many words a chat reply has.
+        max_tokens: cut replies after this many chunks, ending with ``length``.
     """
 
     name = "demo"
@@ -72,12 +74,13 @@ class DemoProvider:
         self.model = model or "demo-1"
         self.delay = opts.delay_ms / 1000
         self.words = opts.words
+        self.max_tokens = opts.max_tokens
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Union[str, Completion]]:
         options = request.options
         words = int(options.get("words", self.words))
         delay = float(options.get("delay_ms", self.delay * 1000)) / 1000
-        max_tokens = options.get("max_tokens")
+        max_tokens = options.get("max_tokens", self.max_tokens)
         prompt = request.messages[-1].content if request.messages else ""
         if request.purpose == "objective" and request.objective is not None:
             pieces = _objective_json(request.objective).split(" ")

@@ -26,7 +26,7 @@ MSGPACK_SUBPROTOCOL = "streamcore.msgpack"
 
 
 ChunkEncoder = Callable[[str, int, Stamp], bytes]
-_SMALL_INTS = [str(i).encode() for i in range(1024)]
+_SMALL_INTS = [str(i).encode() for i in range(4096)]  # chunk indexes of most messages
 
 
 class _Probe(msgspec.Struct):
@@ -115,7 +115,7 @@ class Codec:
         small = _SMALL_INTS
 
         def encode_json(content: str, index: int, stamp: Stamp) -> bytes:
-            i = small[index] if index < 1024 else str(index).encode()
+            i = small[index] if index < 4096 else str(index).encode()
             return join((head, i, middle, stamp[1], data, encode_str(content), index_key, i, tail))
 
         return encode_json

@@ -7,6 +7,7 @@ live in the file: API keys and the JWT secret come from the environment.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -31,7 +32,8 @@ __all__ = [
     "load_config",
 ]
 
-_SECRET_KEYS = ("api_key", "secret", "password", "token")
+# Option names that hold credentials (max_tokens is not one of them).
+_SECRET_KEY = re.compile(r"(^|_)(api_key|secret|password|access_token|auth_token|token)$")
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -76,6 +78,9 @@ class LimitsConfig(_Section):
     messages_per_interval: int = 30
     interval: float = 10.0
     send_buffer_bytes: int = 256 * 1024
+    #: merge pending chunks of one message into one frame when the client reads slower
+    #: than the provider writes (off: every chunk is its own frame, producers wait).
+    coalesce_chunks: bool = True
     slow_client_timeout: float = 15.0
     retry_after_ms: int = 1000
 
@@ -158,10 +163,10 @@ def _validate(cfg: Config) -> None:
     if not cfg.server.path.startswith("/"):
         raise ConfigError(f"server.path must start with '/', got {cfg.server.path!r}")
     for key in cfg.provider.options:
-        if any(s in key.lower() for s in _SECRET_KEYS) and not key.endswith("_env"):
+        if _SECRET_KEY.search(key.lower()):
             raise ConfigError(
                 f"provider.options.{key}: secrets do not belong in the config file; "
-                f"put the value in an environment variable instead"
+                f"put it in an environment variable (e.g. with the provider's api_key_env option)"
             )
     if cfg.auth.jwt_secret is not None and cfg.auth.jwt_public_key is not None:
         raise ConfigError("auth: set jwt_secret (HS256) or jwt_public_key (RS256/ES256), not both")

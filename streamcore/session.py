@@ -349,7 +349,7 @@ class Session:
     async def _run_generation(self, gen: Generation, request: GenerationRequest) -> None:
         lim = self.limits
         outbox = self.outbox
-        chunks = ChunkStream(self.codec.chunk_encoder(gen.message_id, self.metadata))
+        chunks = ChunkStream(self.codec.chunk_encoder(gen.message_id, self.metadata), lim.coalesce_chunks)
         completion: Completion | None = None
         error: StreamcoreError | None = None
         ttft = None

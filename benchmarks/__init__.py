@@ -1,0 +1,1 @@
+"""streamcore's benchmark suite: ``python -m benchmarks [--quick]`` from the repository root."""

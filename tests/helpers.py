@@ -1,0 +1,175 @@
+"""Shared test helpers: a scripted provider, real servers per adapter, a JSON WS client."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, AsyncIterator
+
+import anyio
+
+from streamcore import Completion, Config, Engine
+from streamcore.protocol import Usage
+
+ADAPTERS = ["websockets", "asgi", "starlette"]
+TIMEOUT = 15  # seconds: the upper bound of any single wait in a network test
+
+
+class ScriptedProvider:
+    """A provider whose stream the test controls: pieces, gates, failures.
+
+    It implements the real provider interface; it stands in for a model, not for any part
+    of streamcore.
+    """
+
+    model = "scripted-1"
+
+    def __init__(
+        self,
+        pieces: tuple[str, ...] = ("Hello", ", ", "world", "!"),
+        *,
+        gate_after: int | None = None,
+        hang_before_first: bool = False,
+        hang_after: int | None = None,
+        error: BaseException | None = None,
+        error_after: int = 0,
+        finish_reason: str = "complete",
+    ) -> None:
+        self.pieces = pieces
+        self.gate = anyio.Event()
+        self.gate_after = gate_after
+        self.hang_before_first = hang_before_first
+        self.hang_after = hang_after
+        self.error = error
+        self.error_after = error_after
+        self.finish_reason = finish_reason
+        self.requests: list[Any] = []
+        self.opened = 0
+        self.closed = 0
+        self.reached_gate = anyio.Event()
+
+    async def stream(self, request):
+        self.requests.append(request)
+        self.opened += 1
+        try:
+            if self.hang_before_first:
+                await anyio.sleep_forever()
+            for i, piece in enumerate(self.pieces):
+                if self.error is not None and i == self.error_after:
+                    raise self.error
+                yield piece
+                if self.gate_after is not None and i + 1 == self.gate_after:
+                    self.reached_gate.set()
+                    await self.gate.wait()
+                if self.hang_after is not None and i + 1 == self.hang_after:
+                    await anyio.sleep_forever()
+            if self.error is not None and self.error_after >= len(self.pieces):
+                raise self.error
+            yield Completion(self.finish_reason, Usage(3, len(self.pieces), 3 + len(self.pieces)), self.model)
+        finally:
+            self.closed += 1
+
+
+def make_engine(provider: Any = None, /, **sections: dict[str, Any]) -> Engine:
+    """An engine with ``sections`` overriding config tables, e.g. ``limits={"...": 1}``.
+
+    ``provider`` is an instance; None loads the one ``provider={"name": ...}`` names.
+    """
+    import msgspec
+
+    config = msgspec.convert(sections, Config)
+    return Engine(config, provider=provider)
+
+
+@contextlib.asynccontextmanager
+async def running(engine: Engine, adapter: str) -> AsyncIterator[str]:
+    """Serve ``engine`` on 127.0.0.1 (a free port) with ``adapter``; yield the ws:// URL."""
+    path = engine.config.server.path
+    if adapter == "websockets":
+        from streamcore.adapters.websockets import serve
+
+        async with serve(engine, "127.0.0.1", 0) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            yield f"ws://127.0.0.1:{port}{path}"
+    elif adapter == "asgi":
+        from streamcore.adapters.uvicorn import serve
+
+        async with serve(engine, "127.0.0.1", 0) as (_, port):
+            yield f"ws://127.0.0.1:{port}{path}"
+    elif adapter == "starlette":
+        from starlette.applications import Starlette
+
+        from streamcore.adapters.starlette import StreamcoreRoute
+        from streamcore.adapters.uvicorn import serve
+
+        app = Starlette(routes=[StreamcoreRoute(path, engine)])
+        async with serve(engine, "127.0.0.1", 0, app=app) as (_, port):
+            yield f"ws://127.0.0.1:{port}{path}"
+    else:  # pragma: no cover
+        raise ValueError(adapter)
+
+
+class Client:
+    """A real WebSocket client speaking JSON envelopes, every wait bounded."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    async def send(self, type: str, data: Any = None, **fields: Any) -> None:
+        await self.ws.send(json.dumps({"type": type, "data": {} if data is None else data, **fields}))
+
+    async def send_raw(self, raw: str | bytes) -> None:
+        await self.ws.send(raw)
+
+    async def recv(self) -> dict[str, Any]:
+        with anyio.fail_after(TIMEOUT):
+            raw = await self.ws.recv()
+        return json.loads(raw)
+
+    async def until(self, type: str, message_id: str | None = None) -> list[dict[str, Any]]:
+        frames = []
+        while True:
+            frame = await self.recv()
+            frames.append(frame)
+            if frame["type"] == type and (message_id is None or frame["data"].get("messageId") == message_id):
+                return frames
+
+    async def closed(self) -> tuple[int | None, str | None]:
+        """Wait for the server to close; return (code, reason) as this client saw them."""
+        with anyio.fail_after(TIMEOUT):
+            await self.ws.wait_closed()
+        return self.ws.close_code, self.ws.close_reason
+
+
+@contextlib.asynccontextmanager
+async def connect(url: str, **kwargs: Any) -> AsyncIterator[Client]:
+    from websockets.asyncio.client import connect as ws_connect
+
+    with anyio.fail_after(TIMEOUT):
+        ws = await ws_connect(url, open_timeout=TIMEOUT, close_timeout=2, **kwargs)
+    try:
+        yield Client(ws)
+    finally:
+        await ws.close()
+
+
+def types(frames: list[dict[str, Any]]) -> list[str]:
+    return [f["type"] for f in frames]
+
+
+def check_stream(frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """Assert one generation's frames follow the spec; return its AI_MESSAGE_END data."""
+    kinds = types(frames)
+    start = kinds.index("AI_MESSAGE_START")
+    assert "AI_THINKING" in kinds[:start]
+    end = frames[-1]
+    assert end["type"] == "AI_MESSAGE_END"
+    mid = end["data"]["messageId"]
+    chunks = [f["data"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK" and f["data"]["messageId"] == mid]
+    assert [c["index"] for c in chunks] == list(range(len(chunks)))
+    assert all(c["content"] for c in chunks)
+    assert "".join(c["content"] for c in chunks) == end["data"].get("content", "")
+    assert end["data"]["isComplete"] == (end["data"]["stopReason"] == "complete")
+    for f in frames:
+        assert isinstance(f["id"], str) and isinstance(f["timestamp"], int)
+    return end["data"]

@@ -113,6 +113,7 @@ class Session:
         self.history: list[ChatMessage] = []
         self.closed = False
         self._tg: anyio.abc.TaskGroup | None = None
+        self._writer_scope = anyio.CancelScope()
         self._last_frame = time.monotonic()
         self._frames_in = 0
         self._bucket = engine.rate_bucket(self)
@@ -188,14 +189,15 @@ class Session:
         outbox = self.outbox
         send = self.conn.send
         try:
-            while True:
-                await outbox.wait_ready()
-                frames = outbox.take()
-                outbox.sending = True
-                for frame in frames:
-                    await send(frame)
-                outbox.sent += len(frames)
-                outbox.sending = False
+            with anyio.CancelScope() as self._writer_scope:
+                while True:
+                    await outbox.wait_ready()
+                    frames = outbox.take()
+                    outbox.sending = True
+                    for frame in frames:
+                        await send(frame)
+                    outbox.sent += len(frames)
+                    outbox.sending = False
         except ConnectionClosed:
             self.closed = True
             if self._tg is not None:
@@ -220,7 +222,13 @@ class Session:
                     self.log.warning("connection.slow_client", timeout=lim.slow_client_timeout)
                     for gen in list(self.generations.values()):
                         gen.stop("error")
-                    await self.close(1008, "client too slow to read")
+                    # The writer is blocked in a send that will never finish and may hold
+                    # the transport's send lock: cancel it, then close with a bound (the
+                    # close frame itself may not fit in a full buffer).
+                    self._writer_scope.cancel()
+                    with anyio.move_on_after(1.0):
+                        await self.close(1008, "client too slow to read")
+                    self._tg.cancel_scope.cancel()
                     return
             else:
                 stalled_since = None

@@ -105,8 +105,49 @@ async def running(engine: Engine, adapter: str) -> AsyncIterator[str]:
         app = Starlette(routes=[StreamcoreRoute(path, engine)])
         async with serve(engine, "127.0.0.1", 0, app=app) as (_, port):
             yield f"ws://127.0.0.1:{port}{path}"
+    elif adapter == "hypercorn":
+        async with _hypercorn(engine) as port:
+            yield f"ws://127.0.0.1:{port}{path}"
     else:  # pragma: no cover
         raise ValueError(adapter)
+
+
+@contextlib.asynccontextmanager
+async def _hypercorn(engine: Engine) -> AsyncIterator[int]:
+    import socket
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config as HConfig
+
+    from streamcore.adapters.asgi import StreamcoreASGI
+
+    # Hypercorn takes pre-bound sockets only through its own binder; a port known free a
+    # moment ago is the usual way to give it one.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = HConfig()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.loglevel = "WARNING"
+    config.accesslog = None
+    config.websocket_max_message_size = 2 * engine.config.limits.max_message_bytes
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: serve(StreamcoreASGI(engine), config, shutdown_trigger=stop.wait))
+        with anyio.fail_after(TIMEOUT):
+            while True:  # wait until it accepts connections
+                try:
+                    stream = await anyio.connect_tcp("127.0.0.1", port)
+                    await stream.aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.02)
+        try:
+            yield port
+        finally:
+            with anyio.CancelScope(shield=True):
+                await engine.shutdown()
+                stop.set()
 
 
 class Client:

@@ -31,7 +31,7 @@ __all__ = ["websocket_endpoint", "StreamcoreRoute", "streamcore_lifespan"]
 
 def websocket_endpoint(engine: Engine) -> Callable[[WebSocket], Awaitable[None]]:
     """An endpoint ``async def (websocket)`` for Starlette's or FastAPI's WebSocket routes."""
-    from starlette.websockets import WebSocketDisconnect
+    from starlette.websockets import WebSocket, WebSocketDisconnect
 
     async def endpoint(websocket: WebSocket) -> None:
         # Starlette's receive()/send() keep its WebSocket state machine right; the
@@ -43,6 +43,9 @@ def websocket_endpoint(engine: Engine) -> Callable[[WebSocket], Awaitable[None]]
             engine, websocket.scope, websocket.receive, websocket.send, (WebSocketDisconnect,)
         )
 
+    # FastAPI injects by annotation; under `from __future__ import annotations` it would
+    # see the string "WebSocket" and not know the class, so give it the class itself.
+    endpoint.__annotations__ = {"websocket": WebSocket, "return": None}
     return endpoint
 
 

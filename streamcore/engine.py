@@ -16,10 +16,10 @@ import structlog
 from .codec import JSON, MSGPACK, MSGPACK_SUBPROTOCOL, Codec
 from .auth import AuthError, JWTVerifier, Verifier, authenticate, origin_allowed
 from .config import Config
-from .errors import ConnectionClosed
+from .errors import ConnectionClosed, ProviderError
 from .objectives import InMemoryObjectiveStore, ObjectiveStore
 from .protocol import BUILTIN_CLIENT_FRAMES, ErrorData, EventType
-from .provider import ChatMessage, GenerationRequest, Provider, load_provider
+from .provider import ChatMessage, GenerationRequest, Provider, collect_text, load_provider
 from .ratelimit import TokenBucket
 from .session import Session
 from .transport import Connection, ConnectionInfo
@@ -27,6 +27,8 @@ from .transport import Connection, ConnectionInfo
 __all__ = ["Engine", "Handler"]
 
 _log = structlog.get_logger("streamcore")
+
+_questions = msgspec.json.Decoder(Union[list[str], dict[str, list[str]]])
 
 #: ``handler(session, frame)``; may be a coroutine function. ``frame.data`` is typed.
 Handler = Callable[[Session, Any], Any]
@@ -205,6 +207,38 @@ class Engine:
     def request(self, messages: list[ChatMessage], **fields: Any) -> GenerationRequest:
         """A :class:`GenerationRequest` with the configured model."""
         return GenerationRequest(messages=messages, model=self.config.provider.model, **fields)
+
+    async def follow_up_questions(self, question: str, answer: str) -> list[str]:
+        """Ask the provider for follow-up questions to ``question`` answered by ``answer``.
+
+        Used after each reply when ``[features] follow_up_questions`` is on; applications
+        call it too (the RAG seed generates them after an HTTP query, then broadcasts).
+
+        Raises:
+            ProviderError: the provider failed or its output was not a list of strings.
+        """
+        request = self.request(
+            [
+                ChatMessage(
+                    "system",
+                    "Suggest three short follow-up questions the user might ask next. "
+                    "Answer with a JSON array of strings and nothing else.",
+                ),
+                ChatMessage("user", question),
+                ChatMessage("assistant", answer),
+            ],
+            purpose="follow_up",
+            json_mode=True,
+        )
+        text = await collect_text(self.provider, request)
+        body = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+        try:
+            value = _questions.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ProviderError(f"the model's follow-up questions were not valid: {exc}") from None
+        if isinstance(value, dict):  # {"questions": [...]}, which JSON modes often produce
+            value = next(iter(value.values()), [])
+        return [q.strip() for q in value if q.strip()][:5]
 
     def rate_bucket(self, session: Session) -> TokenBucket | None:
         """The message bucket of the session's user (its own when anonymous)."""

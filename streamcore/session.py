@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -37,7 +37,7 @@ from .protocol import (
     UpdateObjective,
     UserMessage,
 )
-from .provider import ChatMessage, Completion, GenerationRequest, ObjectiveSpec, close_stream, collect_text
+from .provider import ChatMessage, Completion, GenerationRequest, ObjectiveSpec, close_stream
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -474,24 +474,9 @@ class Session:
 
     async def _follow_up(self, message_id: str, request: GenerationRequest, answer: str, mode: str) -> None:
         """The RAG seed's follow-up questions, generated in the background after a reply."""
-        question = request.messages[-1].content
-        follow = self.engine.request(
-            [
-                ChatMessage(
-                    "system",
-                    "Suggest three short follow-up questions the user might ask next. "
-                    "Answer with a JSON array of strings and nothing else.",
-                ),
-                ChatMessage("user", question),
-                ChatMessage("assistant", answer),
-            ],
-            purpose="follow_up",
-            json_mode=True,
-        )
         try:
             with anyio.fail_after(self.limits.generation_timeout):
-                text = await collect_text(self.engine.provider, follow)
-            questions = _parse_questions(text)
+                questions = await self.engine.follow_up_questions(request.messages[-1].content, answer)
         except Exception as exc:
             self.log.warning("follow_up.failed", error=type(exc).__name__)
             return
@@ -504,12 +489,3 @@ class Session:
 
 _UNLIMITED = (Ping, StopGeneration)  # keep-alives and stops always pass the rate limit
 _REASONS = frozenset({"complete", "user_cancelled", "length", "timeout", "error", "server_shutdown"})
-_questions = msgspec.json.Decoder(Union[list[str], dict[str, list[str]]])
-
-
-def _parse_questions(text: str) -> list[str]:
-    text = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
-    value = _questions.decode(text.strip())
-    if isinstance(value, dict):  # {"questions": [...]}, which JSON modes often produce
-        value = next(iter(value.values()), [])
-    return [q.strip() for q in value if q.strip()][:5]

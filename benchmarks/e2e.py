@@ -1,0 +1,135 @@
+"""End-to-end benchmarks over loopback: a server process per case, the load generator here.
+
+Each case starts ``benchmarks.server`` in its own process (one core for the server, one for
+the load generator on this 2-core machine) and measures what clients receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import loadgen
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Server:
+    def __init__(self, **options: Any) -> None:
+        args = [sys.executable, "-m", "benchmarks.server"]
+        for key, value in options.items():
+            if value is True:
+                args.append(f"--{key}")
+            elif value is not False and value is not None:
+                args += [f"--{key}", str(value)]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            self.proc.kill()
+            raise RuntimeError(f"benchmark server failed to start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def throughput(adapter: str, impl: str, connections: int, chunks: int, size: int = 24, *,
+               coalesce: bool = False, compression: bool = False, messages: int = 1) -> dict[str, Any]:
+    """Chunks per second delivered to ``connections`` clients, each asking ``messages`` replies."""
+    with Server(adapter=adapter, impl=impl, chunks=chunks, size=size, coalesce=int(coalesce),
+                compression=int(compression)) as server:
+        asyncio.run(loadgen.run(server.port, connections, messages=1, deflate=compression))  # warm-up
+        result = asyncio.run(loadgen.run(server.port, connections, messages=messages, deflate=compression))
+    total_chunks = connections * messages * chunks
+    return {
+        "chunks_per_s": total_chunks / result["elapsed"],
+        "frames_per_s": result["frames"] / result["elapsed"],
+        "frames": result["frames"],
+        "chunks": total_chunks,
+        "wire_bytes_per_chunk": result["wire_bytes"] / total_chunks,
+    }
+
+
+def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int) -> dict[str, Any]:
+    """Per-chunk latency (production to client) and time to first chunk, paced streams."""
+    samples: list[int] = []
+    ttft: list[int] = []
+    with Server(adapter=adapter, impl=impl, chunks=chunks, size=32, rate=rate, stamp=True, coalesce=1) as server:
+        result = asyncio.run(loadgen.run(server.port, streams, messages=1, latency=samples, ttft=ttft))
+        rss = server.rss_kib()
+    samples.sort()
+    ttft.sort()
+
+    def pct(values: list[int], p: float) -> float:
+        return values[min(len(values) - 1, int(len(values) * p))] / 1e6 if values else float("nan")
+
+    return {
+        "streams": streams,
+        "chunk_p50_ms": pct(samples, 0.50),
+        "chunk_p99_ms": pct(samples, 0.99),
+        "ttft_p50_ms": pct(ttft, 0.50),
+        "ttft_p99_ms": pct(ttft, 0.99),
+        "samples": len(samples),
+        "elapsed_s": result["elapsed"],
+        "server_rss_mib": rss / 1024,
+    }
+
+
+def memory(adapter: str, connections: int) -> dict[str, Any]:
+    """Server RSS per idle connection and per streaming connection (paced streams)."""
+
+    async def measure(server: Server) -> tuple[int, int, int]:
+        base = server.rss_kib()
+        clients = []
+        for i in range(0, connections, 100):
+            clients += await asyncio.gather(*(loadgen.connect(server.port) for _ in range(min(100, connections - i))))
+        await asyncio.sleep(0.5)
+        idle = server.rss_kib()
+        waits = [c.request() for c in clients]
+        await asyncio.sleep(1.0)  # every stream is now open and producing
+        streaming = server.rss_kib()
+        await asyncio.gather(*waits)
+        for c in clients:
+            c.transport.close()
+        return base, idle, streaming
+
+    with Server(adapter=adapter, impl="streamcore", chunks=150, size=32, rate=50) as server:
+        base, idle, streaming = asyncio.run(measure(server))
+    return {
+        "connections": connections,
+        "kib_per_idle_connection": (idle - base) / connections,
+        "kib_per_streaming_connection": (streaming - base) / connections,
+    }
+
+
+def client_ceiling(frames: int) -> float:
+    return asyncio.run(loadgen.blast_ceiling(frames, 24))
+
+
+def median_of(runs: int, fn, *args, **kwargs) -> dict[str, Any]:
+    """The run with the median chunk rate, of ``runs`` runs (machines here are noisy)."""
+    results = [fn(*args, **kwargs) for _ in range(runs)]
+    results.sort(key=lambda r: r["chunks_per_s"])
+    return results[len(results) // 2]
+
+
+def env_note() -> str:
+    return f"server and load generator in separate processes; {os.cpu_count()} cores"

@@ -21,7 +21,7 @@ _TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
-_FILES = {"/": "index.html", "/index.html": "index.html", "/streamcore.js": "streamcore.js"}
+_FILES = {"/": "index.html", "/index.html": "index.html", "/streamcore.js": "streamcore.js", "/demo.js": "demo.js"}
 # The page renders model text with textContent; the CSP is a second line of defence.
 _CSP = "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'"
 

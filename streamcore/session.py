@@ -257,14 +257,23 @@ class Session:
 
     # --- sending --------------------------------------------------------------------------
 
-    def send(self, type: str, data: Any) -> None:
-        """Queue one event of any type (applications may send their own)."""
-        self.outbox.put(self.codec.encode(type, data, self.metadata))
+    def send(self, type: str, data: Any, *, request_id: str | None = None) -> None:
+        """Queue one event of any type (applications may send their own).
+
+        Args:
+            request_id: the ``id`` of the client frame this event answers; it is added to
+                ``metadata.requestId`` so clients can match replies to requests.
+        """
+        metadata = self.metadata
+        if request_id is not None and metadata is not None:
+            metadata = {**metadata, "requestId": request_id}
+        self.outbox.put(self.codec.encode(type, data, metadata))
 
     def send_error(self, exc: StreamcoreError, request_id: str | None) -> None:
         self.send(
             EventType.ERROR,
             ErrorData(exc.code, exc.message, exc.retryable, request_id, exc.retry_after_ms),
+            request_id=request_id,
         )
 
     # --- dispatch -------------------------------------------------------------------------
@@ -274,7 +283,7 @@ class Session:
         if kind is UserMessage:
             self._start_chat(frame)
         elif kind is Ping:
-            self.send(EventType.PONG, PongData(frame.data.timestamp))
+            self.send(EventType.PONG, PongData(frame.data.timestamp), request_id=frame.id)
         elif kind is StopGeneration:
             self._stop(frame.data.messageId)
         elif kind is GenerateObjective:
@@ -283,7 +292,7 @@ class Session:
             objective = await self.engine.objectives.update(
                 self.owner, frame.data.objectiveId, frame.data.updates
             )
-            self.send(EventType.OBJECTIVE_UPDATED, ObjectiveUpdatedData(objective))
+            self.send(EventType.OBJECTIVE_UPDATED, ObjectiveUpdatedData(objective), request_id=frame.id)
         else:
             handler = self.engine.handlers[frame.__struct_config__.tag]
             result = handler(self, frame)
@@ -350,7 +359,7 @@ class Session:
         self.generations[gen.message_id] = gen
         active = self.engine.active
         active[self.owner] = active.get(self.owner, 0) + 1
-        self.send(EventType.AI_THINKING, ThinkingData(now_ms()))
+        self.send(EventType.AI_THINKING, ThinkingData(now_ms()), request_id=request_id)
         self._tg.start_soon(self._run_generation, gen, request)
         return gen
 
@@ -423,12 +432,14 @@ class Session:
                 with anyio.CancelScope(shield=True):
                     await self.engine.objectives.add(self.owner, objective)
                 elapsed = round((time.perf_counter() - gen.t0) * 1000)
-                self.send(EventType.OBJECTIVE_GENERATED, ObjectiveGeneratedData(objective, elapsed))
+                self.send(
+                    EventType.OBJECTIVE_GENERATED, ObjectiveGeneratedData(objective, elapsed), request_id=gen.request_id
+                )
 
     def _announce(self, gen: Generation, request: GenerationRequest) -> None:
         gen.started = True
         model = request.model or getattr(self.engine.provider, "model", None)
-        self.send(EventType.AI_MESSAGE_START, MessageStartData(gen.message_id, model))
+        self.send(EventType.AI_MESSAGE_START, MessageStartData(gen.message_id, model), request_id=gen.request_id)
 
     def _finish(
         self,
@@ -454,6 +465,7 @@ class Session:
         self.send(
             EventType.AI_MESSAGE_END,
             MessageEndData(gen.message_id, reason == "complete", reason, text, usage),
+            request_id=gen.request_id,
         )
         if gen.purpose == "chat" and text:
             self._remember(ChatMessage("assistant", text))

@@ -92,7 +92,11 @@ async def test_generate_objective_with_the_demo_provider():
     assert len(objective["steps"]) == 3
     assert all(s["completed"] is False and s["id"] for s in objective["steps"])
     assert set(objective) == {"id", "title", "description", "category", "difficulty", "steps", "createdAt", "updatedAt"}
-    assert frames[-1]["metadata"] == {"sessionId": frames[0]["metadata"]["sessionId"], "userId": "user-456"}
+    # Replies name the request they answer, so clients can match them.
+    assert frames[-1]["metadata"] == {
+        "sessionId": frames[0]["metadata"]["sessionId"], "userId": "user-456", "requestId": "gen-1"
+    }
+    assert all(f["metadata"].get("requestId") == "gen-1" for f in frames if f["type"] != "AI_MESSAGE_CHUNK")
 
 
 async def test_invalid_objective_output_is_a_retryable_generation_failure():

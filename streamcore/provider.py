@@ -143,6 +143,8 @@ def load_provider(name: str, *, model: str | None = None, options: dict[str, Any
 
 async def close_stream(stream: Any) -> None:
     """Close a provider stream even from a cancelled scope, so its connection is released."""
+    if getattr(stream, "ag_frame", True) is None:
+        return  # an async generator that already ran to its end holds nothing
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         with anyio.CancelScope(shield=True):

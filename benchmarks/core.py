@@ -59,8 +59,8 @@ def bench_codec(n: int) -> dict[str, Any]:
                    "data": {"messageId": "msg-0123456789-2", "content": CONTENT, "index": i % 500},
                    "metadata": meta}).encode()
 
-    def naive_seed(k):  # the seed's loop: uuid4 + ISO datetime-free Date.now() + json.dumps
-        for i in range(k):
+    def naive_seed(k):  # the seed's loop: uuid4 + a clock read + json.dumps, per chunk
+        for _ in range(k):
             dumps({"id": str(uuid.uuid4()), "type": "AI_MESSAGE_CHUNK", "timestamp": int(time.time() * 1000),
                    "data": {"messageId": "msg-0123456789-2", "content": CONTENT}})
 

@@ -3,9 +3,11 @@
 The core is framework-agnostic: :class:`Engine` runs the protocol of SPEC.md over any
 :class:`Connection`; providers (``streamcore.providers``) turn a model's token stream into
 text deltas; adapters (``streamcore.adapters``) serve the engine over websockets, ASGI and
-Starlette. Nothing heavy is imported here: litellm and the web frameworks load lazily.
+Starlette; :class:`StreamcoreClient` (and ``streamcore.js`` for browsers) is the other end.
+Nothing heavy is imported here: litellm, httpx and the web frameworks load lazily.
 """
 
+from .client import StreamcoreClient
 from .codec import MSGPACK_SUBPROTOCOL, Codec
 from .config import Config, load_config
 from .engine import Engine
@@ -56,6 +58,7 @@ __all__ = [
     "ProviderError",
     "Session",
     "Step",
+    "StreamcoreClient",
     "StreamcoreError",
     "available_providers",
     "load_config",

@@ -163,7 +163,7 @@ class Codec:
         elif seen.type is None:
             text = "missing field `type`"
         elif type(seen.type) is not str:
-            text = f"`type` must be a string - at `$.type`"
+            text = "`type` must be a string - at `$.type`"
         elif seen.type not in self._known_types:
             text = f"unknown message type {seen.type[:64]!r}"
         return ProtocolError(text, request_id=request_id)

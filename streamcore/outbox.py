@@ -12,7 +12,7 @@ provider) once ``limit`` bytes are pending.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 import anyio
 
@@ -32,6 +32,45 @@ class ChunkStream:
         self.merge = merge
 
 
+class _Signal:
+    """A reusable wake-up for the one writer task of a connection.
+
+    On asyncio it is one ``asyncio.Event`` cleared after each wake-up: a fresh
+    ``anyio.Event`` per wait costs several microseconds, paid once per chunk when the
+    provider yields to the event loop between chunks. Other backends get anyio's.
+    """
+
+    __slots__ = ("_event", "_asyncio")
+
+    def __init__(self) -> None:
+        try:
+            import sniffio
+
+            self._asyncio = sniffio.current_async_library() == "asyncio"
+        except Exception:  # created outside an event loop
+            self._asyncio = False
+        self._event: Any = None
+        if self._asyncio:
+            import asyncio
+
+            self._event = asyncio.Event()
+
+    def set(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._asyncio:
+            await self._event.wait()
+            self._event.clear()
+            return
+        self._event = anyio.Event()
+        try:
+            await self._event.wait()
+        finally:
+            self._event = None
+
+
 class Outbox:
     """Pending frames of one connection.
 
@@ -49,7 +88,8 @@ class Outbox:
         self.limit = limit
         self.sending = False
         self.sent = 0
-        self._ready: anyio.Event | None = None
+        self._ready = _Signal()
+        self._writer_waiting = False
         self._space: anyio.Event | None = None
         self._idle: anyio.Event | None = None
 
@@ -64,8 +104,8 @@ class Outbox:
         """Queue an encoded frame."""
         self._items.append(frame)
         self.pending += len(frame)
-        if self._ready is not None:
-            self._wake()
+        if self._writer_waiting:
+            self._ready.set()
 
     def put_chunk(self, stream: ChunkStream, content: str) -> None:
         """Queue chunk text, merging it into the last pending run of the same message."""
@@ -77,13 +117,8 @@ class Outbox:
                 last.append(content)
                 return
         items.append([stream, content])
-        if self._ready is not None:
-            self._wake()
-
-    def _wake(self) -> None:
-        # Set the writer's event once: until it runs, further puts need not touch it.
-        ready, self._ready = self._ready, None
-        ready.set()
+        if self._writer_waiting:
+            self._ready.set()
 
     def take(self) -> list[bytes]:
         """Take every pending frame, encoding chunk runs now (one clock read for all)."""
@@ -116,11 +151,11 @@ class Outbox:
         if self._idle is not None:
             self._idle.set()
             self._idle = None
-        ready = self._ready = anyio.Event()
+        self._writer_waiting = True
         try:
-            await ready.wait()
+            await self._ready.wait()
         finally:
-            self._ready = None
+            self._writer_waiting = False
 
     async def wait_for_space(self) -> None:
         """Wait until the writer has taken the pending frames (producers call this when full)."""

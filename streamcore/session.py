@@ -13,7 +13,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 import structlog
 
 from .errors import ConnectionClosed, ProtocolError, ProviderError, StreamcoreError

@@ -117,6 +117,7 @@ class FakeOpenAI:
         slow_seconds: float = 5.0,
         json_text: str = "",
         delay: float = 0.0,
+        burst: bool = False,
     ) -> None:
         self.text = text
         self.chunks = chunks
@@ -124,6 +125,8 @@ class FakeOpenAI:
         self.slow_seconds = slow_seconds
         self.json_text = json_text
         self.delay = delay
+        self.burst = burst
+        self._burst_cache: dict[str, bytes] = {}
         self.requests: list[dict[str, Any]] = []
         self.closed_early = 0
         self.port = 0
@@ -218,6 +221,23 @@ class FakeOpenAI:
             await anyio.sleep(self.slow_seconds)
         pieces = self.pieces(model)
         created = int(time.time())
+        if self.burst and model not in ("break", "slow"):
+            # Every event pre-encoded and sent in one write: the server costs next to
+            # nothing, so a benchmark measures the client alone.
+            body = self._burst_cache.get(model)
+            if body is None:
+                events = [
+                    b"data: " + json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                                            "model": model, "choices": [{"index": 0, "delta": {"content": p},
+                                                                         "finish_reason": None}]}).encode() + b"\n\n"
+                    for p in pieces
+                ]
+                events.append(b'data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","model":"' + model.encode()
+                              + b'","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+                data = b"".join(events)
+                body = self._burst_cache[model] = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)
+            await stream.send(body)
+            return
         try:
             for i, piece in enumerate(pieces):
                 if model == "break" and i == self.break_after:
@@ -243,3 +263,26 @@ class _Dropped(Exception):
 
 async def _send_chunk(stream: Any, data: bytes) -> None:
     await stream.send(b"%x\r\n%b\r\n" % (len(data), data))
+
+
+def _main() -> None:  # pragma: no cover - used by the benchmarks
+    """``python -m streamcore.testing --chunks N [--burst]``: serve FakeOpenAI until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--chunks", type=int, default=None)
+    parser.add_argument("--burst", action="store_true")
+    args = parser.parse_args()
+
+    async def run() -> None:
+        # Distinct chunks: litellm refuses a stream that repeats one chunk over and over.
+        text = "".join(f"w{i:05d}" for i in range(args.chunks or 100))
+        async with FakeOpenAI(chunks=args.chunks, burst=args.burst, text=text) as api:
+            print(f"READY {api.port}", flush=True)
+            await anyio.sleep_forever()
+
+    anyio.run(run)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from typing import Any, Mapping
+from typing import Mapping
 
 from .errors import ProviderError
 from .protocol import ErrorCode

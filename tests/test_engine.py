@@ -11,7 +11,6 @@ import pytest
 
 from streamcore import ConnectionInfo, EventType, ProviderError
 from streamcore.errors import ConnectionClosed
-from streamcore.protocol import ErrorCode
 from streamcore.testing import MemoryClient, memory_pair
 
 from .helpers import ScriptedProvider, check_stream, make_engine, types

@@ -15,7 +15,7 @@ import pytest
 
 from streamcore import MSGPACK_SUBPROTOCOL
 
-from .helpers import ADAPTERS, ScriptedProvider, check_stream, connect, make_engine, running, types
+from .helpers import ADAPTERS, ScriptedProvider, check_stream, connect, make_engine, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("adapter", ADAPTERS)]
 

@@ -102,7 +102,8 @@ class Client(asyncio.Protocol):
                     self.done.set_result(None)
             elif opcode == 1 or opcode == 2:
                 self.frames += 1
-                if self.first_frame_at is None:
+                # Time to first *chunk*: AI_THINKING and AI_MESSAGE_START come earlier.
+                if self.first_frame_at is None and buf.find(b"AI_MESSAGE_CHUNK", start, min(end, start + 80)) != -1:
                     self.first_frame_at = time.time_ns()
                 if buf.find(b"AI_MESSAGE_END", start, min(end, start + 120)) != -1:
                     if self.done is not None and not self.done.done():

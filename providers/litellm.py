@@ -20,19 +20,15 @@ created, never by ``import streamcore``.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, AsyncIterator, Union
 
 from streamcore.errors import ConfigError
 from streamcore.protocol import Usage
 from streamcore.provider import Completion, GenerationRequest, close_stream
-from streamcore.upstream import error_for_exception
+from streamcore.upstream import chat_messages, error_for_exception, stop_reason
 
 __all__ = ["LiteLLMProvider"]
-
-_FINISH = {"stop": "complete", "length": "length", "tool_calls": "complete", "function_call": "complete",
-           "content_filter": "error"}
 
 
 class LiteLLMProvider:
@@ -96,12 +92,7 @@ class LiteLLMProvider:
             kwargs.setdefault("response_format", {"type": "json_object"})
             kwargs.setdefault("drop_params", True)
         kwargs.setdefault("stream_options", {"include_usage": True})
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        if request.context is not None:
-            messages.insert(
-                len(messages) - 1,
-                {"role": "system", "content": "Context from the client: " + json.dumps(request.context)},
-            )
+        messages = chat_messages(request)
         model = request.model or self.model
         call = self._router.acompletion if self._router is not None else self._litellm.acompletion
         try:
@@ -132,7 +123,7 @@ class LiteLLMProvider:
         finally:
             await close_stream(response)
         yield Completion(
-            finish_reason=_FINISH.get(finish or "stop", "complete"),
+            finish_reason=stop_reason(finish),
             usage=usage,
             model=reported_model or model,
         )

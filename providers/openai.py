@@ -31,12 +31,9 @@ import msgspec
 from streamcore.errors import ConfigError, ProviderError
 from streamcore.protocol import Usage
 from streamcore.provider import Completion, GenerationRequest
-from streamcore.upstream import error_for_exception, error_for_status
+from streamcore.upstream import chat_messages, error_for_exception, error_for_status, stop_reason
 
 __all__ = ["OpenAIProvider"]
-
-_FINISH = {"stop": "complete", "length": "length", "tool_calls": "complete", "function_call": "complete",
-           "content_filter": "error"}
 
 
 class _Delta(msgspec.Struct, frozen=True):
@@ -122,15 +119,9 @@ class OpenAIProvider:
         return client
 
     def _body(self, request: GenerationRequest) -> bytes:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        if request.context is not None:
-            messages.insert(len(messages) - 1, {
-                "role": "system",
-                "content": "Context from the client: " + msgspec.json.encode(request.context).decode(),
-            })
         body: dict[str, Any] = {
             "model": request.model or self.model,
-            "messages": messages,
+            "messages": chat_messages(request),
             "stream": True,
             "stream_options": {"include_usage": True},
             **self.options,
@@ -179,6 +170,8 @@ class OpenAIProvider:
                     if payload == b"[DONE]":
                         done = True
                         break
+                    # The per-chunk work stays inline (no helper shared with the litellm
+                    # provider): it runs tens of thousands of times a second.
                     event = decode(payload)
                     if event.choices:
                         choice = event.choices[0]
@@ -198,7 +191,7 @@ class OpenAIProvider:
                     break
             if not done and finish is None:
                 raise ProviderError("the model provider's stream broke off")
-            yield Completion(_FINISH.get(finish or "stop", "complete"), usage, model or request.model or self.model)
+            yield Completion(stop_reason(finish), usage, model or request.model or self.model)
         except ProviderError:
             raise
         except msgspec.DecodeError as exc:

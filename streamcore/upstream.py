@@ -8,14 +8,38 @@ connections). The messages are ours, not the upstream's: they never echo keys or
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import time
-from typing import Mapping
+from typing import Any, Mapping
 
 from .errors import ProviderError
 from .protocol import ErrorCode
 
-__all__ = ["error_for_status", "retry_after_ms", "error_for_exception"]
+__all__ = ["error_for_status", "retry_after_ms", "error_for_exception", "stop_reason", "chat_messages"]
+
+# OpenAI-style finish reasons as the spec's stop reasons.
+_FINISH = {"stop": "complete", "length": "length", "tool_calls": "complete", "function_call": "complete",
+           "content_filter": "error"}
+
+
+def stop_reason(finish: str | None) -> str:
+    """The spec's ``stopReason`` for an OpenAI-style ``finish_reason`` (None: complete)."""
+    return _FINISH.get(finish or "stop", "complete")
+
+
+def chat_messages(request: Any) -> list[dict[str, str]]:
+    """A request's messages in the OpenAI chat format, the client's ``context`` included.
+
+    The context travels as a system message just before the user's last message.
+    """
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    if request.context is not None:
+        messages.insert(
+            len(messages) - 1,
+            {"role": "system", "content": "Context from the client: " + json.dumps(request.context, ensure_ascii=False)},
+        )
+    return messages
 
 
 def retry_after_ms(headers: Mapping[str, str] | None) -> int | None:

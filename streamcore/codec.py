@@ -63,7 +63,6 @@ class Codec:
         self._json_decoder = msgspec.json.Decoder(union)
         self._json_probe = msgspec.json.Decoder(_Probe)
         self._json_encoder = msgspec.json.Encoder()
-        self._encode_json_str = self._json_encoder.encode
         if self.binary:
             self._mp_decoder = msgspec.msgpack.Decoder(union)
             self._mp_probe = msgspec.msgpack.Decoder(_Probe)

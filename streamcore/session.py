@@ -59,7 +59,6 @@ class Generation:
         "stop_reason",
         "scope",
         "started",
-        "chunks",
         "t0",
     )
 
@@ -71,7 +70,6 @@ class Generation:
         self.stop_reason: str | None = None
         self.scope: anyio.CancelScope | None = None
         self.started = False
-        self.chunks = 0
         self.t0 = time.perf_counter()
 
     def stop(self, reason: str) -> None:
@@ -113,6 +111,7 @@ class Session:
         self.closed = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._writer_scope = anyio.CancelScope()
+        self._generations_done: anyio.Event | None = None
         self._last_frame = time.monotonic()
         self._frames_in = 0
         self._bucket = engine.rate_bucket(self)
@@ -248,8 +247,9 @@ class Session:
         with anyio.move_on_after(timeout):
             for gen in list(self.generations.values()):
                 gen.stop("server_shutdown")
-            while self.generations:
-                await anyio.sleep(0.01)
+            if self.generations:
+                self._generations_done = anyio.Event()
+                await self._generations_done.wait()
             await self.outbox.wait_flushed()
         with anyio.move_on_after(max(timeout, 1.0)):
             await self.close(1001, "server shutdown")
@@ -449,6 +449,8 @@ class Session:
         ttft: float | None,
     ) -> None:
         self.generations.pop(gen.message_id, None)
+        if not self.generations and self._generations_done is not None:
+            self._generations_done.set()
         active = self.engine.active
         if active.get(self.owner, 0) <= 1:
             active.pop(self.owner, None)

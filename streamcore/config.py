@@ -93,12 +93,9 @@ class AuthConfig(_Section):
     algorithms: list[str] = []
     audience: Union[str, None] = None
     issuer: Union[str, None] = None
-    required: Union[bool, None] = None
 
     @property
     def enabled(self) -> bool:
-        if self.required is not None:
-            return self.required
         return bool(self.jwt_secret or self.jwt_public_key)
 
 

@@ -192,23 +192,42 @@ async def _provider_only(n: int, per_message: int) -> float:
     return time.perf_counter() - t0
 
 
+async def _send_alone(frames: int) -> float:
+    """What the benchmark connection's own ``send`` costs per frame (not the engine's)."""
+    conn = NullConnection(0)
+    frame = b'{"id":"msg-0123456789-2.17","type":"AI_MESSAGE_CHUNK","timestamp":1795446035776,"data":{}}'
+    send = conn.send
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        await send(frame)
+    return time.perf_counter() - t0
+
+
 def bench_engine(n: int, per_message: int = 500) -> dict[str, Any]:
-    """Engine cost per chunk: ``n`` chunks in messages of ``per_message`` chunks each."""
+    """Engine cost per chunk: ``n`` chunks in messages of ``per_message`` chunks each.
+
+    The provider's own cost and the benchmark connection's ``send`` (the transport's
+    share) are measured alone and subtracted.
+    """
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # no log I/O in timings
 
     async def main():
         base = min([await _provider_only(n, per_message) for _ in range(3)])
+        send = min([await _send_alone(n) for _ in range(3)]) / n
         per_frame = min([await _engine_run(n, per_message, False) for _ in range(3)])
         merged = min([await _engine_run(n, per_message, True) for _ in range(3)])
-        return base, per_frame, merged
+        return base, send, per_frame, merged
 
-    base, (t_frame, frames), (t_merged, merged_frames) = anyio.run(main)
+    base, send, (t_frame, frames), (t_merged, merged_frames) = anyio.run(main)
+    t_frame -= send * frames
+    t_merged -= send * merged_frames
     return {
         "chunks": n,
         "chunks_per_message": per_message,
         "provider_alone_us_per_chunk": base / n * 1e6,
+        "connection_send_us_per_frame": send * 1e6,
         "engine_us_per_chunk_one_frame_each": (t_frame - base) / n * 1e6,
         "frames_one_frame_each": frames,
         "engine_us_per_chunk_merged": (t_merged - base) / n * 1e6,

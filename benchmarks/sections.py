@@ -57,9 +57,10 @@ def engine(report: Report, quick: bool) -> None:
         "frames": r["frames_merged"],
     })
     report.note("engine: provider delta to encoded frame",
-                f"{r['chunks']:,} chunks in messages of {r['chunks_per_message']}; provider alone "
-                f"{r['provider_alone_us_per_chunk']:.3f} us/chunk, subtracted; per-message work "
-                "(THINKING/START/END, task, log line) included.")
+                f"{r['chunks']:,} chunks in messages of {r['chunks_per_message']}; subtracted: the provider "
+                f"alone ({r['provider_alone_us_per_chunk']:.3f} us/chunk) and the test connection's send "
+                f"({r['connection_send_us_per_frame']:.3f} us/frame); per-message work (THINKING/START/END, "
+                "task, log line) included.")
 
 
 SECTIONS: dict[str, Callable[[Report, bool], None]] = {

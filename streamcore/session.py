@@ -379,19 +379,21 @@ class Session:
                 scope.deadline = start + min(lim.first_chunk_timeout, lim.generation_timeout)
                 stream = provider.stream(request)
                 try:
-                    parts = gen.parts
+                    # The per-chunk path: locals only, one method call, one comparison.
+                    append = gen.parts.append
                     put = outbox.put_chunk
+                    limit = outbox.limit
                     async for item in stream:
                         if type(item) is str:
                             if not item:
                                 continue
-                            if not gen.started:
+                            if ttft is None:
                                 self._announce(gen, request)
                                 scope.deadline = start + lim.generation_timeout
                                 ttft = time.perf_counter() - gen.t0
-                            parts.append(item)
+                            append(item)
                             put(chunks, item)
-                            if outbox.pending > outbox.limit:
+                            if outbox.pending > limit:
                                 await outbox.wait_for_space()
                         elif isinstance(item, Completion):
                             completion = item

@@ -342,9 +342,9 @@ async def test_message_rate_limit_token_bucket():
     assert errors[2]["requestId"] == "m2" and 0 < errors[2]["retryAfter"] <= 30_000
 
 
-async def test_client_disconnect_cancels_the_provider_and_leaks_nothing():
-    provider = ScriptedProvider(("a", "b"), gate_after=1)
-    engine = make_engine(provider)
+@contextlib.asynccontextmanager
+async def held_stream(engine, provider):
+    """A connection whose first reply is streaming, held at the provider's gate."""
     conn, client = memory_pair()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -352,8 +352,15 @@ async def test_client_disconnect_cancels_the_provider_and_leaks_nothing():
             await client.send("USER_MESSAGE", {"content": "x"})
             await client.receive_until("AI_MESSAGE_CHUNK")
             await provider.reached_gate.wait()
-            await client.aclose()  # the client goes away mid-stream
+            yield conn, client
         # serve() returned: the session's task group (reader, writer, generation) is done.
+
+
+async def test_client_disconnect_cancels_the_provider_and_leaks_nothing():
+    provider = ScriptedProvider(("a", "b"), gate_after=1)
+    engine = make_engine(provider)
+    async with held_stream(engine, provider) as (_, client):
+        await client.aclose()  # the client goes away mid-stream
     assert provider.closed == 1
     assert engine.sessions == set() and engine.active == {}
 
@@ -361,18 +368,12 @@ async def test_client_disconnect_cancels_the_provider_and_leaks_nothing():
 async def test_shutdown_ends_generations_with_server_shutdown_and_closes_1001():
     provider = ScriptedProvider(("a", "b"), gate_after=1)
     engine = make_engine(provider)
-    conn, client = memory_pair()
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(engine.serve, conn, ConnectionInfo())
-            await client.send("USER_MESSAGE", {"content": "x"})
-            await client.receive_until("AI_MESSAGE_CHUNK")
-            await provider.reached_gate.wait()
-            await engine.shutdown(timeout=5)
-            frames = []
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    frames.append(await client.receive())
+    async with held_stream(engine, provider) as (conn, client):
+        await engine.shutdown(timeout=5)
+        frames = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                frames.append(await client.receive())
     assert frames[-1]["type"] == "AI_MESSAGE_END"
     assert frames[-1]["data"]["stopReason"] == "server_shutdown"
     assert conn.close_code == 1001

@@ -95,7 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(engine: Any) -> None:
     """Serve ``engine`` with the configured server until SIGINT or SIGTERM."""
     config: Config = engine.config
-    run = _serve_websockets if config.server.server == "websockets" else _serve_uvicorn
+    if config.server.server == "websockets":
+        run = _serve_websockets
+    else:
+        from .adapters.uvicorn import serve as run
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with run(engine) as (host, port):
             # The ready line: scripts and tests wait for it rather than sleeping.
@@ -120,14 +123,6 @@ async def _serve_websockets(engine: Any):
     async with ws_serve(engine) as server:
         sock = next(iter(server.sockets))
         host, port = sock.getsockname()[:2]
-        yield host, port
-
-
-@contextlib.asynccontextmanager
-async def _serve_uvicorn(engine: Any):
-    from .adapters.uvicorn import serve as uvicorn_serve
-
-    async with uvicorn_serve(engine) as (host, port):
         yield host, port
 
 

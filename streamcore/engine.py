@@ -17,7 +17,7 @@ from .codec import JSON, MSGPACK, MSGPACK_SUBPROTOCOL, Codec
 from .auth import AuthError, JWTVerifier, Verifier, authenticate, origin_allowed
 from .config import Config
 from .errors import ConnectionClosed, ProviderError
-from .objectives import InMemoryObjectiveStore, ObjectiveStore
+from .objectives import InMemoryObjectiveStore, ObjectiveStore, strip_code_fence
 from .protocol import BUILTIN_CLIENT_FRAMES, ErrorData, EventType
 from .provider import ChatMessage, GenerationRequest, Provider, collect_text, load_provider
 from .ratelimit import TokenBucket
@@ -231,16 +231,15 @@ class Engine:
             json_mode=True,
         )
         text = await collect_text(self.provider, request)
-        body = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
         try:
-            value = _questions.decode(body)
+            value = _questions.decode(strip_code_fence(text))
         except msgspec.DecodeError as exc:
             raise ProviderError(f"the model's follow-up questions were not valid: {exc}") from None
         if isinstance(value, dict):  # {"questions": [...]}, which JSON modes often produce
             value = next(iter(value.values()), [])
         return [q.strip() for q in value if q.strip()][:5]
 
-    def rate_bucket(self, session: Session) -> TokenBucket | None:
+    def rate_bucket(self, session: Session) -> TokenBucket:
         """The message bucket of the session's user (its own when anonymous)."""
         lim = self.config.limits
         if not session.user_id:

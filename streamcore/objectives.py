@@ -25,6 +25,7 @@ __all__ = [
     "InMemoryObjectiveStore",
     "objective_instructions",
     "parse_objective",
+    "strip_code_fence",
     "apply_updates",
 ]
 
@@ -77,6 +78,14 @@ def objective_instructions(difficulty: str | None, category: str | None) -> str:
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
+
+
+def strip_code_fence(text: str) -> str:
+    """The text inside one Markdown code fence, which models often wrap JSON in."""
+    match = _FENCE.match(text)
+    return match.group(1) if match else text.strip()
+
+
 _draft_decoder = msgspec.json.Decoder(ObjectiveDraft)
 
 
@@ -88,10 +97,8 @@ def parse_objective(text: str, *, difficulty: str | None, category: str | None) 
     Raises:
         ProviderError: ``GENERATION_FAILED``, retryable, when the text is not a valid draft.
     """
-    match = _FENCE.match(text)
-    body = match.group(1) if match else text.strip()
     try:
-        draft = _draft_decoder.decode(body)
+        draft = _draft_decoder.decode(strip_code_fence(text))
     except msgspec.DecodeError as exc:
         raise ProviderError(f"the model's objective was not valid: {exc}") from None
     if not draft.title.strip() or not draft.steps:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import anyio
 import structlog
@@ -32,6 +32,7 @@ from .protocol import (
     Ping,
     PongData,
     StopGeneration,
+    StopReason,
     ThinkingData,
     UpdateObjective,
     UserMessage,
@@ -165,7 +166,7 @@ class Session:
             frame = None
             try:
                 frame = decode(raw)
-                if self._bucket is not None and type(frame) not in _UNLIMITED:
+                if type(frame) not in _UNLIMITED:
                     wait = self._bucket.take()
                     if wait:
                         raise StreamcoreError(
@@ -503,4 +504,4 @@ class Session:
 
 
 _UNLIMITED = (Ping, StopGeneration)  # keep-alives and stops always pass the rate limit
-_REASONS = frozenset({"complete", "user_cancelled", "length", "timeout", "error", "server_shutdown"})
+_REASONS = frozenset(get_args(StopReason))

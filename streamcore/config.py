@@ -29,6 +29,7 @@ __all__ = [
     "AuthConfig",
     "SecurityConfig",
     "FeaturesConfig",
+    "RunsConfig",
     "load_config",
 ]
 
@@ -72,6 +73,15 @@ class LimitsConfig(_Section):
     first_chunk_timeout: float = 30.0
     generation_timeout: float = 300.0
     history_messages: int = 20
+    #: history kept per conversation, in bytes of text (the oldest turns go first).
+    history_bytes: int = 256 * 1024
+    #: conversations kept per user (least recently used dropped first).
+    conversations_per_owner: int = 50
+    #: conversations kept in all (least recently used dropped first).
+    max_conversations: int = 10_000
+    #: client frames whose handlers may run at once per connection (application
+    #: handlers and UPDATE_OBJECTIVE run beside the reader, so STOP and PING never wait).
+    max_pending_handlers: int = 8
     idle_timeout: float = 300.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
@@ -99,6 +109,27 @@ class AuthConfig(_Section):
         return bool(self.jwt_secret or self.jwt_public_key)
 
 
+class RunsConfig(_Section):
+    """``[runs]``: how long a reply outlives its connection, and the run log's bounds."""
+
+    #: seconds a run keeps going after its last watcher left, waiting for a RESUME.
+    grace_period: float = 30.0
+    #: never cancel a run whose watchers left (it finishes and stays resumable).
+    always_finish: bool = False
+    #: seconds a finished run stays resumable.
+    retention: float = 300.0
+    #: text one run may log; a longer reply is cut with ``stopReason: "length"``.
+    max_run_bytes: int = 4 * 1024 * 1024
+    #: runs kept in the log, running and finished (the oldest finished go first).
+    max_runs: int = 10_000
+    #: bytes the log holds in all; past it, the oldest finished runs are dropped and new
+    #: runs are refused while running ones alone exceed it.
+    max_log_bytes: int = 256 * 1024 * 1024
+    #: seconds any cleanup (closing a provider stream, a store) may take before it is
+    #: abandoned.
+    cleanup_timeout: float = 5.0
+
+
 class SecurityConfig(_Section):
     """``[security]``: the Origin allow-list; empty means any Origin (documented)."""
 
@@ -113,6 +144,8 @@ class FeaturesConfig(_Section):
     follow_up_questions: Literal["off", "session", "broadcast"] = "off"
     #: include ``metadata`` {sessionId, userId} in every server frame.
     metadata: bool = True
+    #: the model's reasoning text: "stream" sends AI_REASONING_CHUNK, "hide" drops it.
+    reasoning: Literal["stream", "hide"] = "stream"
 
 
 class Config(_Section):
@@ -122,6 +155,7 @@ class Config(_Section):
     provider: ProviderConfig = msgspec.field(default_factory=ProviderConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    runs: RunsConfig = msgspec.field(default_factory=RunsConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     features: FeaturesConfig = msgspec.field(default_factory=FeaturesConfig)
 
@@ -149,7 +183,18 @@ def _validate(cfg: Config) -> None:
         "limits.send_buffer_bytes": lim.send_buffer_bytes,
         "limits.slow_client_timeout": lim.slow_client_timeout,
         "server.shutdown_timeout": cfg.server.shutdown_timeout,
+        "limits.history_bytes": lim.history_bytes,
+        "limits.conversations_per_owner": lim.conversations_per_owner,
+        "limits.max_conversations": lim.max_conversations,
+        "limits.max_pending_handlers": lim.max_pending_handlers,
+        "runs.retention": cfg.runs.retention,
+        "runs.max_run_bytes": cfg.runs.max_run_bytes,
+        "runs.max_runs": cfg.runs.max_runs,
+        "runs.max_log_bytes": cfg.runs.max_log_bytes,
+        "runs.cleanup_timeout": cfg.runs.cleanup_timeout,
     }
+    if cfg.runs.grace_period < 0:
+        raise ConfigError(f"runs.grace_period must be >= 0, got {cfg.runs.grace_period!r}")
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value!r}")

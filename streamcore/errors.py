@@ -1,4 +1,17 @@
-"""Exceptions that carry an ``ERROR`` code, so every layer can fail in the wire's terms."""
+"""Exceptions of streamcore, under one root: :class:`StreamcoreError`.
+
+Every exception carries an ``ERROR`` code, so every layer can fail in the wire's terms::
+
+    StreamcoreError
+    ├── ProtocolError        a client frame that cannot be accepted (INVALID_MESSAGE...)
+    ├── ProviderError        the model's provider failed (GENERATION_FAILED, TIMEOUT...)
+    ├── NotFound             a run that does not exist, expired, or is someone else's
+    ├── RunStateError        an illegal run lifecycle transition (a bug: loud in tests)
+    ├── ConfigError          the configuration is invalid (also a ValueError)
+    └── ConnectionClosed     the peer went away
+        ├── ConnectionClosedOK
+        └── ConnectionClosedError
+"""
 
 from __future__ import annotations
 
@@ -10,6 +23,10 @@ __all__ = [
     "ProviderError",
     "ConfigError",
     "ConnectionClosed",
+    "ConnectionClosedOK",
+    "ConnectionClosedError",
+    "NotFound",
+    "RunStateError",
 ]
 
 
@@ -69,14 +86,46 @@ class ProviderError(StreamcoreError):
         self.misconfigured = misconfigured
 
 
-class ConfigError(ValueError):
+class NotFound(StreamcoreError):
+    """A run that does not exist, has expired, or belongs to another user (all alike)."""
+
+    code = ErrorCode.NOT_FOUND
+
+    def __init__(self, message: str = "no such message", **kwargs) -> None:
+        super().__init__(message, **kwargs)
+
+
+class RunStateError(StreamcoreError):
+    """An illegal transition of a run's lifecycle: a bug in streamcore or a caller."""
+
+
+class ConfigError(StreamcoreError, ValueError):
     """The configuration is invalid; raised at start-up with the offending key named."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code=ErrorCode.SERVER_ERROR)
 
-class ConnectionClosed(Exception):
-    """The peer went away. Adapters translate their framework's variant into this one."""
+
+class ConnectionClosed(StreamcoreError):
+    """The peer went away. Adapters translate their framework's variant into this one.
+
+    Attributes:
+        code: the WebSocket close code when there was one (1006: no close frame).
+        reason: the close reason, if any.
+    """
 
     def __init__(self, code: int | None = None, reason: str = "") -> None:
-        super().__init__(code, reason)
+        super().__init__(f"connection closed (code {code})" + (f": {reason}" if reason else ""))
         self.code = code
         self.reason = reason
+
+    def __reduce__(self):  # keep pickling (and copies across processes) working
+        return (type(self), (self.code, self.reason))
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection closed normally (1000 or 1001)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection broke or closed with an error code."""

@@ -25,6 +25,8 @@ __all__ = [
     "StopGeneration",
     "UpdateObjective",
     "Ping",
+    "Resume",
+    "ResumeData",
     "UserMessageData",
     "GenerateObjectiveData",
     "StopGenerationData",
@@ -33,6 +35,7 @@ __all__ = [
     "ThinkingData",
     "MessageStartData",
     "MessageChunkData",
+    "ReasoningChunkData",
     "MessageEndData",
     "Usage",
     "ObjectiveGeneratedData",
@@ -52,10 +55,12 @@ class EventType:
     STOP_GENERATION = "STOP_GENERATION"
     UPDATE_OBJECTIVE = "UPDATE_OBJECTIVE"
     PING = "PING"
+    RESUME = "RESUME"
 
     AI_THINKING = "AI_THINKING"
     AI_MESSAGE_START = "AI_MESSAGE_START"
     AI_MESSAGE_CHUNK = "AI_MESSAGE_CHUNK"
+    AI_REASONING_CHUNK = "AI_REASONING_CHUNK"
     AI_MESSAGE_END = "AI_MESSAGE_END"
     OBJECTIVE_GENERATED = "OBJECTIVE_GENERATED"
     OBJECTIVE_UPDATED = "OBJECTIVE_UPDATED"
@@ -74,6 +79,7 @@ class ErrorCode:
     GENERATION_FAILED = "GENERATION_FAILED"
     TIMEOUT = "TIMEOUT"
     SERVER_ERROR = "SERVER_ERROR"
+    NOT_FOUND = "NOT_FOUND"
 
 
 #: Default ``retryable`` flag of each code (a provider may override it, e.g. a 401 upstream).
@@ -84,6 +90,7 @@ RETRYABLE: dict[str, bool] = {
     ErrorCode.GENERATION_FAILED: True,
     ErrorCode.TIMEOUT: True,
     ErrorCode.SERVER_ERROR: True,
+    ErrorCode.NOT_FOUND: False,
 }
 
 StopReason = Literal["complete", "user_cancelled", "length", "timeout", "error", "server_shutdown"]
@@ -105,6 +112,7 @@ class Envelope(msgspec.Struct, omit_defaults=True):
 class UserMessageData(msgspec.Struct):
     content: str
     context: Any = None
+    conversationId: Union[str, None] = None
 
 
 class GenerateObjectiveData(msgspec.Struct):
@@ -124,6 +132,11 @@ class UpdateObjectiveData(msgspec.Struct):
 
 class PingData(msgspec.Struct):
     timestamp: int
+
+
+class ResumeData(msgspec.Struct):
+    messageId: str
+    lastSeq: Union[int, None] = None
 
 
 class _ClientFrame(msgspec.Struct, tag_field="type", kw_only=True):
@@ -157,14 +170,18 @@ class Ping(_ClientFrame, tag=EventType.PING):
     data: PingData
 
 
+class Resume(_ClientFrame, tag=EventType.RESUME):
+    data: ResumeData
 
-ClientFrame = Union[UserMessage, GenerateObjective, StopGeneration, UpdateObjective, Ping]
+
+ClientFrame = Union[UserMessage, GenerateObjective, StopGeneration, UpdateObjective, Ping, Resume]
 BUILTIN_CLIENT_FRAMES: tuple[type, ...] = (
     UserMessage,
     GenerateObjective,
     StopGeneration,
     UpdateObjective,
     Ping,
+    Resume,
 )
 
 
@@ -177,6 +194,7 @@ class ThinkingData(msgspec.Struct):
 
 class MessageStartData(msgspec.Struct, omit_defaults=True):
     messageId: str
+    seq: int
     model: Union[str, None] = None
 
 
@@ -184,27 +202,38 @@ class MessageChunkData(msgspec.Struct):
     messageId: str
     content: str
     index: int
+    seq: int
+
+
+class ReasoningChunkData(msgspec.Struct):
+    messageId: str
+    content: str
+    seq: int
 
 
 class Usage(msgspec.Struct, omit_defaults=True):
-    """Token counts of one generation, when the provider reports them."""
+    """Token counts of one generation, when the provider reports them (wire names)."""
 
     promptTokens: Union[int, None] = None
     completionTokens: Union[int, None] = None
     totalTokens: Union[int, None] = None
+    reasoningTokens: Union[int, None] = None
 
 
 class MessageEndData(msgspec.Struct, omit_defaults=True):
     messageId: str
     isComplete: bool
     stopReason: str
+    seq: int
     content: Union[str, None] = None
     usage: Union[Usage, None] = None
 
 
-class ObjectiveGeneratedData(msgspec.Struct):
+class ObjectiveGeneratedData(msgspec.Struct, omit_defaults=True):
     objective: Any
     generationTime: int
+    messageId: Union[str, None] = None
+    seq: Union[int, None] = None
 
 
 class ObjectiveUpdatedData(msgspec.Struct):
@@ -217,12 +246,15 @@ class ErrorData(msgspec.Struct, omit_defaults=True):
     retryable: bool
     requestId: Union[str, None] = None
     retryAfter: Union[int, None] = None
+    messageId: Union[str, None] = None
+    seq: Union[int, None] = None
 
 
 class PongData(msgspec.Struct):
     timestamp: int
 
 
-class FollowUpQuestionsData(msgspec.Struct):
+class FollowUpQuestionsData(msgspec.Struct, omit_defaults=True):
     messageId: str
     questions: list[str]
+    seq: Union[int, None] = None

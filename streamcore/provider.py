@@ -13,8 +13,10 @@ A provider turns a :class:`GenerationRequest` into an async stream of text delta
                 yield word + " "
             yield Completion(finish_reason="complete", model=self.model)
 
-``stream`` is an async generator: it yields ``str`` deltas and may yield one
-:class:`Completion` last (finish reason, usage, model). It raises
+``stream`` is an async generator: it yields ``str`` deltas of the answer,
+:class:`~streamcore.events.Reasoning` deltas of the model's reasoning when it exposes
+them, and may yield one :class:`Completion` last (finish reason, usage, model); these are
+the neutral types of :mod:`streamcore.events`, never wire types. It raises
 :class:`~streamcore.errors.ProviderError` for failures it can name, and must release what
 it holds when closed early (the engine always closes it, on stop, timeout or disconnect).
 
@@ -34,18 +36,21 @@ import anyio
 import msgspec
 
 from .errors import ConfigError
-from .protocol import Usage
+from .events import Completion, Reasoning, Usage
 
 __all__ = [
     "ChatMessage",
     "ObjectiveSpec",
     "GenerationRequest",
     "Completion",
+    "Reasoning",
+    "Usage",
     "Provider",
     "ENTRY_POINT_GROUP",
     "available_providers",
     "load_provider",
     "close_stream",
+    "close_provider",
     "collect_text",
 ]
 
@@ -88,14 +93,6 @@ class GenerationRequest(msgspec.Struct):
     context: Any = None
 
 
-class Completion(msgspec.Struct):
-    """The optional last item of a provider stream."""
-
-    finish_reason: str = "complete"
-    usage: Union[Usage, None] = None
-    model: Union[str, None] = None
-
-
 @runtime_checkable
 class Provider(Protocol):
     """What the engine needs of a provider."""
@@ -103,8 +100,11 @@ class Provider(Protocol):
     #: the model reported in AI_MESSAGE_START when the request names none.
     model: str | None
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[Union[str, Completion]]:
-        """Yield text deltas, then optionally one :class:`Completion`."""
+    # Optional: ``async def aclose(self) -> None`` releases pooled resources; the engine
+    # calls it when it closes.
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Union[str, Reasoning, Completion]]:
+        """Yield text (and reasoning) deltas, then optionally one :class:`Completion`."""
         ...
 
 
@@ -141,14 +141,39 @@ def load_provider(name: str, *, model: str | None = None, options: dict[str, Any
         raise ConfigError(f"provider {name!r}: bad options: {exc}") from None
 
 
-async def close_stream(stream: Any) -> None:
-    """Close a provider stream even from a cancelled scope, so its connection is released."""
+#: Seconds a provider stream gets to release what it holds once closed; a stream whose
+#: ``aclose`` hangs is abandoned after this, so no cleanup can hold a run or a shutdown.
+CLOSE_TIMEOUT = 5.0
+
+
+async def close_stream(stream: Any, timeout: float = CLOSE_TIMEOUT) -> bool:
+    """Close a provider stream even from a cancelled scope, within ``timeout`` seconds.
+
+    Returns:
+        False when ``aclose`` did not finish in time (it is abandoned), else True.
+    """
     if getattr(stream, "ag_frame", True) is None:
-        return  # an async generator that already ran to its end holds nothing
+        return True  # an async generator that already ran to its end holds nothing
     aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        with anyio.CancelScope(shield=True):
+    if aclose is None:
+        return True
+    with anyio.CancelScope(shield=True) as scope:
+        scope.deadline = anyio.current_time() + timeout
+        try:
             await aclose()
+        except Exception:
+            # The stream failed while closing; what it held is released with it.
+            return True
+    return not scope.cancelled_caught
+
+
+async def close_provider(provider: Any, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Call the provider's optional ``aclose()`` (pooled HTTP clients...), bounded in time."""
+    aclose = getattr(provider, "aclose", None)
+    if aclose is None:
+        return
+    with anyio.move_on_after(timeout):
+        await aclose()
 
 
 async def collect_text(provider: Provider, request: GenerationRequest) -> str:

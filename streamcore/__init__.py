@@ -11,13 +11,21 @@ from .client import StreamcoreClient
 from .codec import MSGPACK_SUBPROTOCOL, Codec
 from .config import Config, load_config
 from .engine import Engine
+from .conversations import ConversationStore, MemoryConversationStore
+from .dialect import Dialect
 from .errors import (
     ConfigError,
     ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    NotFound,
     ProtocolError,
     ProviderError,
+    RunStateError,
     StreamcoreError,
 )
+from .events import Reasoning, Usage
+from .lifecycle import RunMachine, RunState
 from .ids import new_id, now_ms
 from .objectives import InMemoryObjectiveStore, Objective, ObjectiveStore, Step
 from .protocol import ErrorCode, EventType
@@ -30,6 +38,8 @@ from .provider import (
     available_providers,
     load_provider,
 )
+from .run import Run, Subscription
+from .runlog import MemoryRunLog, RunLog
 from .session import Session
 from .transport import Connection, ConnectionInfo
 
@@ -43,6 +53,21 @@ __all__ = [
     "ConfigError",
     "Connection",
     "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "ConversationStore",
+    "Dialect",
+    "MemoryConversationStore",
+    "MemoryRunLog",
+    "NotFound",
+    "Reasoning",
+    "Run",
+    "RunLog",
+    "RunMachine",
+    "RunState",
+    "RunStateError",
+    "Subscription",
+    "Usage",
     "ConnectionInfo",
     "Engine",
     "ErrorCode",

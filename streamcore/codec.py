@@ -1,10 +1,11 @@
-"""Encoding of server envelopes and decoding of client frames (no I/O).
+"""The envelope dialect: streamcore's own frames (SPEC.md), JSON or MessagePack (no I/O).
 
 One :class:`Codec` per wire format (JSON, or MessagePack when negotiated) holds the
-msgspec encoder and the tagged-union decoder, created once. Chunks, the only frames sent
-at a high rate, take a dedicated path: the JSON bytes around the content are fixed per
-message, so a chunk frame is one ``bytes % tuple`` around the encoded content, with no
-Struct or dict built per chunk.
+msgspec encoder and the tagged-union decoder, created once. It implements
+:class:`~streamcore.dialect.Dialect`: client frames decode to commands (tagged Structs),
+run-log entries encode to envelopes. Chunks, the only frames sent at a high rate, take a
+dedicated path: the JSON bytes around the content are fixed per message, so a chunk frame
+is one ``bytes.join`` around the encoded content, with no Struct or dict built per chunk.
 """
 
 from __future__ import annotations
@@ -13,9 +14,21 @@ from typing import Any, Callable, Iterable, Union
 
 import msgspec
 
+from .dialect import ChunkEncoder
 from .errors import ProtocolError
+from .events import AppEvent, Ended, Entry, Failure, Kind, Started, Usage
 from .ids import Stamp, new_id, now_ms
-from .protocol import BUILTIN_CLIENT_FRAMES, Envelope, EventType, MessageChunkData
+from .protocol import (
+    BUILTIN_CLIENT_FRAMES,
+    Envelope,
+    ErrorData,
+    EventType,
+    MessageChunkData,
+    MessageEndData,
+    MessageStartData,
+    ReasoningChunkData,
+)
+from .protocol import Usage as WireUsage
 
 __all__ = ["Codec", "JSON", "MSGPACK", "MSGPACK_SUBPROTOCOL"]
 
@@ -25,7 +38,6 @@ MSGPACK = "msgpack"
 MSGPACK_SUBPROTOCOL = "streamcore.msgpack"
 
 
-ChunkEncoder = Callable[[str, int, Stamp], bytes]
 _SMALL_INTS = [str(i).encode() for i in range(4096)]  # chunk indexes of most messages
 
 
@@ -76,26 +88,46 @@ class Codec:
         """Encode one envelope with a fresh id and the current time."""
         return self._encode(Envelope(new_id(), type, now_ms(), data, metadata))
 
-    def chunk_encoder(self, message_id: str, metadata: Any = None) -> ChunkEncoder:
-        """Return ``encode(content, index, stamp) -> frame`` for the chunks of one message.
+    def chunk_encoder(self, message_id: str, metadata: Any = None, *, reasoning: bool = False) -> ChunkEncoder:
+        """Return ``encode(content, index, seq, stamp) -> frame`` for one message's chunks.
+
+        Args:
+            message_id: the run's message id.
+            metadata: the connection's metadata (None: no ``metadata`` key).
+            reasoning: encode AI_REASONING_CHUNK frames (``index`` is ignored).
 
         ``stamp`` is :func:`streamcore.ids.stamp`, taken once per batch of frames by the
         caller: reading the clock costs more than encoding a short chunk on a slow VM.
         For JSON the bytes around the content are fixed per message, so they are laid out
         once here and each chunk costs one ``bytes.join``; the envelope id is the message
-        id plus the index, unique and free to compute.
+        id plus the chunk's ``seq``, unique within the message and free to compute.
         """
         if self.binary:
             encode = self._encode
+            meta = metadata or None
+            if reasoning:
 
-            def encode_msgpack(content: str, index: int, stamp: Stamp) -> bytes:
+                def encode_reasoning_msgpack(content: str, index: int, seq: int, stamp: Stamp) -> bytes:
+                    return encode(
+                        Envelope(
+                            f"{message_id}.{seq}",
+                            EventType.AI_REASONING_CHUNK,
+                            stamp[0],
+                            ReasoningChunkData(message_id, content, seq),
+                            meta,
+                        )
+                    )
+
+                return encode_reasoning_msgpack
+
+            def encode_msgpack(content: str, index: int, seq: int, stamp: Stamp) -> bytes:
                 return encode(
                     Envelope(
-                        f"{message_id}.{index}",
+                        f"{message_id}.{seq}",
                         EventType.AI_MESSAGE_CHUNK,
                         stamp[0],
-                        MessageChunkData(message_id, content, index),
-                        metadata or None,
+                        MessageChunkData(message_id, content, index, seq),
+                        meta,
                     )
                 )
 
@@ -103,9 +135,11 @@ class Codec:
 
         mid = self._json_encoder.encode(message_id)
         head = b'{"id":' + mid[:-1] + b"."
-        middle = b'","type":"AI_MESSAGE_CHUNK","timestamp":'
+        kind = EventType.AI_REASONING_CHUNK if reasoning else EventType.AI_MESSAGE_CHUNK
+        middle = b'","type":"' + kind.encode() + b'","timestamp":'
         data = b',"data":{"messageId":' + mid + b',"content":'
         index_key = b',"index":'
+        seq_key = b',"seq":'
         tail = b"}}"
         if metadata:
             tail = b'},"metadata":' + self._json_encoder.encode(metadata) + b"}"
@@ -113,11 +147,48 @@ class Codec:
         join = b"".join
         small = _SMALL_INTS
 
-        def encode_json(content: str, index: int, stamp: Stamp) -> bytes:
+        if reasoning:
+
+            def encode_reasoning_json(content: str, index: int, seq: int, stamp: Stamp) -> bytes:
+                s = small[seq] if seq < 4096 else str(seq).encode()
+                return join((head, s, middle, stamp[1], data, encode_str(content), seq_key, s, tail))
+
+            return encode_reasoning_json
+
+        def encode_json(content: str, index: int, seq: int, stamp: Stamp) -> bytes:
             i = small[index] if index < 4096 else str(index).encode()
-            return join((head, i, middle, stamp[1], data, encode_str(content), index_key, i, tail))
+            s = small[seq] if seq < 4096 else str(seq).encode()
+            return join((head, s, middle, stamp[1], data, encode_str(content), index_key, i, seq_key, s, tail))
 
         return encode_json
+
+    def encode_entry(
+        self, entry: Entry, message_id: str, metadata: Any = None, request_id: str | None = None
+    ) -> bytes:
+        """Encode a run-log entry other than a text or reasoning delta.
+
+        Args:
+            entry: ``(seq, kind, payload)``.
+            message_id: the run's message id.
+            metadata: the envelope's metadata for this reader (None: none).
+            request_id: the client frame this reader's stream answers, echoed in ERROR.
+        """
+        seq, kind, payload = entry
+        if kind == Kind.STARTED:
+            p: Started = payload
+            return self.encode(EventType.AI_MESSAGE_START, MessageStartData(p.message_id, seq, p.model), metadata)
+        if kind == Kind.ENDED:
+            e: Ended = payload
+            data = MessageEndData(e.message_id, e.complete, e.stop_reason, seq, e.content, wire_usage(e.usage))
+            return self.encode(EventType.AI_MESSAGE_END, data, metadata)
+        if kind == Kind.FAILED:
+            f: Failure = payload
+            data = ErrorData(f.code, f.message, f.retryable, request_id, f.retry_after_ms, message_id, seq)
+            return self.encode(EventType.ERROR, data, metadata)
+        if kind == Kind.APP:
+            a: AppEvent = payload
+            return self.encode(a.type, _with_seq(a.data, seq), metadata)
+        raise ValueError(f"not an event entry: kind {kind}")  # text goes through chunk_encoder
 
     # --- client -> server -----------------------------------------------------------------
 
@@ -146,11 +217,15 @@ class Codec:
             return decoder.decode(raw)
         except msgspec.DecodeError as exc:
             raise self._explain(raw, probe, exc) from None
+        except RecursionError:
+            # msgspec recurses per nesting level; a hostile frame must not become a
+            # SERVER_ERROR with a traceback.
+            raise ProtocolError("frame is nested too deeply", request_id=_request_id(raw, probe)) from None
 
     def _explain(self, raw: str | bytes, probe: Any, exc: msgspec.DecodeError) -> ProtocolError:
         try:
             seen = probe.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             seen = None
         request_id = seen.id if seen is not None and type(seen.id) is str else None
         text = str(exc)
@@ -166,3 +241,27 @@ class Codec:
         elif seen.type not in self._known_types:
             text = f"unknown message type {seen.type[:64]!r}"
         return ProtocolError(text, request_id=request_id)
+
+
+def wire_usage(usage: Usage | None) -> WireUsage | None:
+    """The protocol's camelCase usage for neutral :class:`~streamcore.events.Usage`."""
+    if usage is None or isinstance(usage, WireUsage):
+        return usage  # a provider written before the neutral types still works
+    return WireUsage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.reasoning_tokens)
+
+
+def _with_seq(data: Any, seq: int) -> Any:
+    # Application events of a run carry the run's cursor like every other event.
+    if isinstance(data, dict):
+        return {**data, "seq": seq}
+    if isinstance(data, msgspec.Struct) and "seq" in data.__struct_fields__:
+        return msgspec.structs.replace(data, seq=seq)
+    return data
+
+
+def _request_id(raw: str | bytes, probe: Any) -> str | None:
+    try:
+        seen = probe.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return seen.id if type(seen.id) is str else None

@@ -70,6 +70,8 @@ class LimitsConfig(_Section):
 
     max_message_bytes: int = 1 << 20
     max_concurrent_generations: int = 3
+    #: runs live at once in this process, all users together.
+    max_generations: int = 1000
     first_chunk_timeout: float = 30.0
     generation_timeout: float = 300.0
     history_messages: int = 20
@@ -82,6 +84,9 @@ class LimitsConfig(_Section):
     #: client frames whose handlers may run at once per connection (application
     #: handlers and UPDATE_OBJECTIVE run beside the reader, so STOP and PING never wait).
     max_pending_handlers: int = 8
+    #: consecutive frames refused by the rate limit before the connection is closed
+    #: (1008); each refusal past the first gets no reply.
+    flood_close_after: int = 200
     idle_timeout: float = 300.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
@@ -175,6 +180,7 @@ def _validate(cfg: Config) -> None:
     positive = {
         "limits.max_message_bytes": lim.max_message_bytes,
         "limits.max_concurrent_generations": lim.max_concurrent_generations,
+        "limits.max_generations": lim.max_generations,
         "limits.first_chunk_timeout": lim.first_chunk_timeout,
         "limits.generation_timeout": lim.generation_timeout,
         "limits.idle_timeout": lim.idle_timeout,
@@ -187,6 +193,7 @@ def _validate(cfg: Config) -> None:
         "limits.conversations_per_owner": lim.conversations_per_owner,
         "limits.max_conversations": lim.max_conversations,
         "limits.max_pending_handlers": lim.max_pending_handlers,
+        "limits.flood_close_after": lim.flood_close_after,
         "runs.retention": cfg.runs.retention,
         "runs.max_run_bytes": cfg.runs.max_run_bytes,
         "runs.max_runs": cfg.runs.max_runs,

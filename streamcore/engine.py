@@ -1,26 +1,39 @@
 """The engine: one per application, shared by every connection and every adapter.
 
-It owns the configuration, the provider, the objective store, the codecs, the registry of
-application handlers and the live sessions (for broadcasts and graceful shutdown). It
-imports no web framework: adapters hand it a :class:`~streamcore.transport.Connection`.
+It owns the configuration, the provider, the stores (run log, conversations, objectives),
+the dialects, the handler registry and the live runs and sessions. Runs execute in the
+engine's task group, not a connection's, so a reply outlives the socket that asked for it.
+It imports no web framework: adapters hand it a :class:`~streamcore.transport.Connection`.
+
+The engine is an async context manager (``async with Engine(...) as engine``) that opens
+and closes what it owns; adapters enter it for you, and an engine used without ``async
+with`` starts itself on the first connection (asyncio only) and is closed by
+:meth:`Engine.aclose`.
 """
 
 from __future__ import annotations
 
+import inspect
+import secrets
 from typing import Any, Callable, Iterable, Union
 
 import anyio
 import msgspec
 import structlog
 
-from .codec import JSON, MSGPACK, MSGPACK_SUBPROTOCOL, Codec
 from .auth import AuthError, JWTVerifier, Verifier, authenticate, origin_allowed
+from .codec import JSON, MSGPACK, MSGPACK_SUBPROTOCOL, Codec
 from .config import Config
-from .errors import ConnectionClosed, ProviderError
+from .conversations import ConversationStore, MemoryConversationStore
+from .errors import ConnectionClosed, NotFound, ProviderError, StreamcoreError
+from .handlers import register_builtins
+from .ids import now_ms
 from .objectives import InMemoryObjectiveStore, ObjectiveStore, strip_code_fence
-from .protocol import BUILTIN_CLIENT_FRAMES, ErrorData, EventType
-from .provider import ChatMessage, GenerationRequest, Provider, collect_text, load_provider
+from .protocol import BUILTIN_CLIENT_FRAMES, ErrorCode, ErrorData, EventType, ThinkingData
+from .provider import ChatMessage, GenerationRequest, Provider, close_provider, collect_text, load_provider
 from .ratelimit import TokenBucket
+from .run import Conversation, Run, Subscription
+from .runlog import MemoryRunLog, RunLog
 from .session import Session
 from .transport import Connection, ConnectionInfo
 
@@ -32,6 +45,16 @@ _questions = msgspec.json.Decoder(Union[list[str], dict[str, list[str]]])
 
 #: ``handler(session, frame)``; may be a coroutine function. ``frame.data`` is typed.
 Handler = Callable[[Session, Any], Any]
+
+
+class _PulledSource:
+    """Entries of a run read from the log (a finished run, or one on another worker)."""
+
+    __slots__ = ("entries", "sealed")
+
+    def __init__(self) -> None:
+        self.entries: list = []
+        self.sealed = False
 
 
 class Engine:
@@ -57,23 +80,49 @@ class Engine:
         provider: Provider | None = None,
         objectives: ObjectiveStore | None = None,
         verifier: Verifier | None = None,
+        runlog: RunLog | None = None,
+        conversations: ConversationStore | None = None,
     ) -> None:
         self.config = config or Config()
-        pc = self.config.provider
+        cfg = self.config
+        pc = cfg.provider
         self.provider: Provider = provider or load_provider(pc.name, model=pc.model, options=pc.options)
         self.objectives: ObjectiveStore = objectives or InMemoryObjectiveStore()
-        if verifier is None and self.config.auth.enabled:
-            verifier = JWTVerifier(self.config.auth)
+        rc = cfg.runs
+        self.runlog: RunLog = runlog or MemoryRunLog(
+            retention=rc.retention, max_runs=rc.max_runs, max_bytes=rc.max_log_bytes
+        )
+        lim = cfg.limits
+        self.conversations: ConversationStore = conversations or MemoryConversationStore(
+            max_messages=lim.history_messages,
+            max_bytes=lim.history_bytes,
+            per_owner=lim.conversations_per_owner,
+            max_conversations=lim.max_conversations,
+        )
+        if verifier is None and cfg.auth.enabled:
+            verifier = JWTVerifier(cfg.auth)
         self.verifier = verifier
-        self.handlers: dict[str, Handler] = {}
-        self._client_types: list[type] = list(BUILTIN_CLIENT_FRAMES)
+        #: envelope type -> (handler, is a coroutine function): built-ins and applications.
+        self.handlers: dict[str, tuple[Handler, bool]] = {}
+        self._client_types: list[type] = []
         self._codecs: dict[str, Codec] = {}
         self.sessions: set[Session] = set()
-        #: generations running per owner (user id, or session id when anonymous).
+        #: live runs (not yet sealed) of this process, by message id.
+        self.runs: dict[str, Run] = {}
+        #: live runs per owner, for the concurrency limit.
         self.active: dict[str, int] = {}
         self._buckets: dict[str, list] = {}
         self.closing = False
-        self._build_codecs()
+        self._tg: Any = None
+        self._host: Any = None
+        self._host_stop: anyio.Event | None = None
+        self._runs_idle: anyio.Event | None = None
+        register_builtins(self)
+        if cfg.features.follow_up_questions == "broadcast":
+            _log.warning(
+                "follow_up.broadcast",
+                note="follow-up questions derived from one user's conversation go to every client",
+            )
 
     # --- extension points -----------------------------------------------------------------
 
@@ -107,13 +156,18 @@ class Engine:
                 tag_field="type",
                 kw_only=True,
             )
-            self._client_types = [t for t in self._client_types if t.__struct_config__.tag != type]
-            self._client_types.append(frame_type)
-            self.handlers[type] = handler
-            self._build_codecs()
+            self._register(frame_type, handler)
             return handler
 
         return register
+
+    def _register(self, frame_type: type, handler: Handler) -> None:
+        """Put a command type and its handler in the one registry every frame goes through."""
+        tag = frame_type.__struct_config__.tag
+        self._client_types = [t for t in self._client_types if t.__struct_config__.tag != tag]
+        self._client_types.append(frame_type)
+        self.handlers[tag] = (handler, inspect.iscoroutinefunction(handler))
+        self._build_codecs()
 
     def _build_codecs(self) -> None:
         max_bytes = self.config.limits.max_message_bytes
@@ -147,6 +201,7 @@ class Engine:
         if self.closing:
             await conn.close(1001, "server shutting down")
             return
+        await self.start()
         if self.verifier is not None:
             try:
                 info = await authenticate(self.verifier, info)
@@ -154,9 +209,7 @@ class Engine:
                 _log.info("connection.auth_failed", client=info.client, reason=exc.message)
                 codec = self.codec_for(info.subprotocol)
                 try:
-                    await conn.send(
-                        codec.encode(EventType.ERROR, ErrorData(exc.code, exc.message, False))
-                    )
+                    await conn.send(codec.encode(EventType.ERROR, ErrorData(exc.code, exc.message, False)))
                     await conn.close(1008, "authentication failed")
                 except ConnectionClosed:
                     pass
@@ -168,6 +221,12 @@ class Engine:
         finally:
             self.sessions.discard(session)
             self._release_bucket(session)
+            if session.user_id is None:
+                # What belongs to an anonymous connection dies with it (its runs excepted:
+                # they are resumable by id until they end and expire).
+                with anyio.move_on_after(self.config.runs.cleanup_timeout, shield=True):
+                    await self.objectives.drop_owner(session.owner)
+                    await self.conversations.drop_owner(session.owner)
 
     def broadcast(self, type: str, data: Any) -> int:
         """Send one event to every connected client (the RAG seed's broadcasts).
@@ -188,15 +247,203 @@ class Engine:
             count += 1
         return count
 
+    # --- runs -----------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        session: Session,
+        request: GenerationRequest,
+        *,
+        request_id: str | None = None,
+        conversation: Conversation | None = None,
+    ) -> Run:
+        """Admit and start a run for ``session``'s owner; ``session`` follows it.
+
+        Raises:
+            StreamcoreError: ``SERVER_ERROR`` while shutting down, ``RATE_LIMIT`` past the
+                owner's concurrency limit, the total limit, or a full run log.
+        """
+        if self.closing or self._tg is None:
+            raise StreamcoreError("the server is shutting down; try again shortly", code=ErrorCode.SERVER_ERROR)
+        lim = self.config.limits
+        owner = session.owner
+        if self.active.get(owner, 0) >= lim.max_concurrent_generations:
+            raise StreamcoreError(
+                f"at most {lim.max_concurrent_generations} generations at once",
+                code=ErrorCode.RATE_LIMIT,
+                retry_after_ms=lim.retry_after_ms,
+            )
+        if len(self.runs) >= lim.max_generations:
+            raise StreamcoreError(
+                "the server is busy; try again shortly", code=ErrorCode.RATE_LIMIT, retry_after_ms=lim.retry_after_ms
+            )
+        # 128 random bits: an anonymous run is reachable by its id alone.
+        message_id = "msg-" + secrets.token_urlsafe(16)
+        writer = self.runlog.open(message_id, owner)
+        run = Run(self, message_id, owner, request, writer, request_id=request_id, conversation=conversation)
+        self.runs[message_id] = run
+        self.active[owner] = self.active.get(owner, 0) + 1
+        session.send(EventType.AI_THINKING, ThinkingData(now_ms()), request_id=request_id)
+        session.follow(Subscription(session, run, message_id, request_id), run)
+        self._tg.start_soon(run.execute)
+        return run
+
+    @staticmethod
+    def _may_read(reader: str, owner: str) -> bool:
+        # A user reaches only their own runs; anonymous runs are reachable by any
+        # anonymous connection that knows the (unguessable) message id.
+        return reader == owner or (reader.startswith("a:") and owner.startswith("a:"))
+
+    async def resume(self, session: Session, message_id: str, last_seq: int = 0, *, request_id: str | None = None) -> None:
+        """Make ``session`` follow a run from ``last_seq`` (the RESUME command).
+
+        Raises:
+            NotFound: unknown, expired, or another owner's run (indistinguishable).
+        """
+        run = self.runs.get(message_id)
+        if run is not None:
+            if not self._may_read(session.owner, run.owner):
+                raise NotFound(f"no such message {message_id[:128]!r}")
+            session.follow(Subscription(session, run, message_id, request_id, last_seq), run)
+            return
+        info = await self.runlog.info(message_id)
+        if info is None or not self._may_read(session.owner, info.owner):
+            raise NotFound(f"no such message {message_id[:128]!r}")
+        source = _PulledSource()
+        sub = Subscription(session, source, message_id, request_id, last_seq)
+        session.follow(sub)
+        if session._tg is not None and not sub.closed:
+            session._tg.start_soon(self._pull, sub, source, message_id)
+
+    async def _pull(self, sub: Subscription, source: _PulledSource, message_id: str) -> None:
+        """Read a run that is not live here from the log into ``sub``, until it is sealed."""
+        cursor = sub.cursor
+        while not sub.closed and not source.sealed:
+            entries, done = await self.runlog.read(message_id, cursor, wait=1.0)
+            if entries:
+                source.entries.extend(entries)
+                cursor = entries[-1][0]
+            source.sealed = done
+            sub.pump()
+
+    def stop_run(self, message_id: str, owner: str) -> bool:
+        """Stop a live run of ``owner``; False when there is no such live run here."""
+        run = self.runs.get(message_id)
+        if run is None or not self._may_read(owner, run.owner):
+            return False
+        run.stop("user_cancelled")
+        return True
+
+    def run_known(self, message_id: str, owner: str) -> bool:
+        """Whether ``owner`` may know ``message_id`` as a finished, retained run."""
+        get = getattr(self.runlog, "get", None)
+        record = get(message_id) if get is not None else None
+        return record is not None and self._may_read(owner, record.owner)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if isinstance(sub.source, Run):
+            sub.source.unsubscribe(sub)
+
+    def _orphaned(self, run: Run) -> None:
+        """The last reader of a live run left: wait for a RESUME, then cancel it."""
+        rc = self.config.runs
+        if rc.always_finish or self.closing or self._tg is None:
+            return
+        if rc.grace_period == 0:
+            run.stop("user_cancelled")
+        else:
+            self._tg.start_soon(run.grace, rc.grace_period)
+
+    def _run_ended(self, run: Run, failure: StreamcoreError | None) -> None:
+        """The run logged its END (it may still log objective or follow-up events)."""
+
+    def _run_sealed(self, run: Run) -> None:
+        self.runs.pop(run.message_id, None)
+        count = self.active.get(run.owner, 0)
+        if count <= 1:
+            self.active.pop(run.owner, None)
+        else:
+            self.active[run.owner] = count - 1
+        if not self.runs and self._runs_idle is not None:
+            self._runs_idle.set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        if self._tg is None:
+            self._tg = anyio.create_task_group()
+            await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the engine's task group if no ``async with`` did (asyncio only)."""
+        if self._tg is not None:
+            return
+        import asyncio
+
+        started = anyio.Event()
+        self._host_stop = anyio.Event()
+        self._host = asyncio.get_running_loop().create_task(self._hold(started))
+        await started.wait()
+
+    async def _hold(self, started: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            started.set()
+            await self._host_stop.wait()
+            tg.cancel_scope.cancel()
+
     async def shutdown(self, timeout: float | None = None) -> None:
-        """End every open generation with ``server_shutdown`` and close every socket with 1001."""
+        """End every run with ``server_shutdown``, flush, and close every socket with 1001.
+
+        Returns within ``timeout`` (``server.shutdown_timeout``) plus about a second,
+        whatever clients and providers do.
+        """
         self.closing = True
         timeout = self.config.server.shutdown_timeout if timeout is None else timeout
+        deadline = anyio.current_time() + timeout
         sessions = list(self.sessions)
-        _log.info("server.shutdown", sessions=len(sessions))
+        _log.info("server.shutdown", sessions=len(sessions), runs=len(self.runs))
+        for run in list(self.runs.values()):
+            run.stop("server_shutdown")
+        if self.runs:
+            self._runs_idle = anyio.Event()
+            with anyio.move_on_after(timeout):
+                await self._runs_idle.wait()
+        remaining = max(0.0, deadline - anyio.current_time())
         async with anyio.create_task_group() as tg:
             for session in sessions:
-                tg.start_soon(session.shutdown, timeout)
+                tg.start_soon(session.shutdown, remaining)
+
+    async def aclose(self) -> None:
+        """Cancel what still runs and close the provider and the stores (bounded in time)."""
+        self.closing = True
+        for run in list(self.runs.values()):
+            run.stop("server_shutdown")
+        cleanup = self.config.runs.cleanup_timeout
+        if self.runs:
+            self._runs_idle = anyio.Event()
+            with anyio.move_on_after(cleanup):
+                await self._runs_idle.wait()
+        tg, self._tg = self._tg, None
+        if self._host is not None:
+            self._host_stop.set()
+            with anyio.move_on_after(cleanup):
+                await self._host
+            self._host = None
+        elif tg is not None:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):
+            await close_provider(self.provider, cleanup)
+            for store in (self.runlog, self.conversations, self.objectives):
+                aclose = getattr(store, "aclose", None)
+                if aclose is not None:
+                    with anyio.move_on_after(cleanup):
+                        await aclose()
 
     # --- helpers for sessions -------------------------------------------------------------
 

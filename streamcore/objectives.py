@@ -190,6 +190,9 @@ class ObjectiveStore(Protocol):
             ProtocolError: the id is unknown to this owner, or an update is invalid.
         """
 
+    async def drop_owner(self, owner: str) -> None:
+        """Forget every objective of ``owner`` (an anonymous connection that closed)."""
+
 
 class InMemoryObjectiveStore:
     """The default store: a dict per owner, bounded so one user cannot exhaust memory.
@@ -208,6 +211,9 @@ class InMemoryObjectiveStore:
         mine[objective.id] = objective
         while len(mine) > self._max:
             del mine[next(iter(mine))]
+
+    async def drop_owner(self, owner: str) -> None:
+        self._by_owner.pop(owner, None)
 
     async def get(self, owner: str, objective_id: str) -> Objective | None:
         return self._by_owner.get(owner, {}).get(objective_id)

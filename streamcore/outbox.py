@@ -1,12 +1,16 @@
 """A connection's send buffer: frames waiting for the socket, chunks merged under backpressure.
 
-The engine puts frames here without waiting; one writer task per connection takes them out
-and sends them. While the socket is slower than the provider, consecutive chunks of the
-same message pile up in one run and leave as a single AI_MESSAGE_CHUNK whose content is
-their concatenation: order kept, nothing dropped, ``index`` still counting up by one per
-frame actually sent. A client that reads slowly thus sees fewer, larger chunks instead of
-growing latency, and the buffer stays bounded because producers wait (pausing the
-provider) once ``limit`` bytes are pending.
+Runs and the session put frames here without waiting; one writer task per connection takes
+them out and sends them. While the socket is slower than the provider, consecutive chunks
+of the same message pile up in one run and leave as a single AI_MESSAGE_CHUNK whose
+content is their concatenation and whose ``seq`` is the last piece's: order kept, nothing
+dropped, ``index`` still counting up by one per frame actually sent. A client that reads
+slowly thus sees fewer, larger chunks instead of growing latency.
+
+The buffer is bounded: once ``limit`` bytes are pending, a run's subscription stops
+putting and is marked *lagging*; when the writer has drained the buffer it asks each
+lagging subscription to catch up from the run log, from its cursor. The provider is never
+paused by a slow reader, and no other reader of the same run waits for it.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ __all__ = ["Outbox", "ChunkStream"]
 
 
 class ChunkStream:
-    """The chunk-encoding state of one message: its encoder and next index."""
+    """The chunk-encoding state of one message for one reader: its encoder and next index."""
 
     __slots__ = ("encode", "index", "merge")
 
-    def __init__(self, encode: Callable[[str, int, Stamp], bytes], merge: bool = True) -> None:
+    def __init__(self, encode: Callable[[str, int, int, Stamp], bytes], merge: bool = True) -> None:
         self.encode = encode
         self.index = 0
         self.merge = merge
@@ -75,22 +79,29 @@ class Outbox:
     """Pending frames of one connection.
 
     Args:
-        limit: pending bytes (roughly: characters of chunk text count one each) above which
-            :attr:`full` is true and producers should ``await wait_for_space()``.
+        limit: pending bytes (characters of chunk text count one each) above which
+            :attr:`full` is true: subscriptions stop putting and catch up later.
+
+    Attributes:
+        sent: frames handed to the socket so far.
+        sent_bytes: bytes handed to the socket so far (progress for the slow-client check).
+        sending: the writer is inside a send.
     """
 
     def __init__(self, limit: int) -> None:
         # Each item is encoded bytes, or a run of pending chunks of one message stored as
-        # a list [stream, text, text...]: a list is four times cheaper to build than an
-        # object, and this is built once per chunk when chunks are not merged.
+        # a list [stream, seq, text, text...]: a list is four times cheaper to build than
+        # an object, and this is built once per chunk when chunks are not merged.
         self._items: deque[Union[bytes, list]] = deque()
         self.pending = 0
         self.limit = limit
         self.sending = False
         self.sent = 0
+        self.sent_bytes = 0
+        #: subscriptions that stopped putting because the buffer was full.
+        self.lagging: list[Any] = []
         self._ready = _Signal()
         self._writer_waiting = False
-        self._space: anyio.Event | None = None
         self._idle: anyio.Event | None = None
 
     def __len__(self) -> int:
@@ -107,16 +118,17 @@ class Outbox:
         if self._writer_waiting:
             self._ready.set()
 
-    def put_chunk(self, stream: ChunkStream, content: str) -> None:
-        """Queue chunk text, merging it into the last pending run of the same message."""
+    def put_chunk(self, stream: ChunkStream, content: str, seq: int) -> None:
+        """Queue chunk text, merging it into the last pending run of the same stream."""
         items = self._items
         self.pending += len(content)
         if items:
             last = items[-1]
             if type(last) is list and last[0] is stream and stream.merge:
+                last[1] = seq
                 last.append(content)
                 return
-        items.append([stream, content])
+        items.append([stream, seq, content])
         if self._writer_waiting:
             self._ready.set()
 
@@ -135,19 +147,26 @@ class Outbox:
                 s = item[0]
                 if now is None:
                     now = stamp()
-                append(s.encode(item[1] if len(item) == 2 else "".join(item[1:]), s.index, now))
+                append(s.encode(item[2] if len(item) == 3 else "".join(item[2:]), s.index, item[1], now))
                 s.index += 1
         items.clear()
         self.pending = 0
-        if self._space is not None:
-            self._space.set()
-            self._space = None
         return frames
+
+    def catch_up(self) -> None:
+        """Let lagging subscriptions refill the (now drained) buffer from the run log."""
+        lagging, self.lagging = self.lagging, []
+        for sub in lagging:
+            sub.catch_up()
 
     async def wait_ready(self) -> None:
         """Wait until something is pending."""
         if self._items:
             return
+        if self.lagging:
+            self.catch_up()
+            if self._items:
+                return
         if self._idle is not None:
             self._idle.set()
             self._idle = None
@@ -157,16 +176,9 @@ class Outbox:
         finally:
             self._writer_waiting = False
 
-    async def wait_for_space(self) -> None:
-        """Wait until the writer has taken the pending frames (producers call this when full)."""
-        while self.pending > self.limit:
-            if self._space is None:
-                self._space = anyio.Event()
-            await self._space.wait()
-
     async def wait_flushed(self) -> None:
         """Wait until every queued frame has been handed to the socket."""
-        while self._items or self.sending:
+        while self._items or self.sending or self.lagging:
             if self._idle is None:
                 self._idle = anyio.Event()
             await self._idle.wait()

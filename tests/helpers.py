@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 import anyio
 
 from streamcore import Completion, Config, Engine
-from streamcore.protocol import Usage
+from streamcore.events import Usage
 
 ADAPTERS = ["websockets", "asgi", "starlette"]
 TIMEOUT = 15  # seconds: the upper bound of any single wait in a network test

@@ -336,10 +336,34 @@ async def test_message_rate_limit_token_bucket():
         for i in range(3):
             await c.send("UPDATE_OBJECTIVE", {"objectiveId": f"o{i}", "updates": {}}, id=f"m{i}")
         errors = [(await c.receive())["data"] for _ in range(3)]
-        await c.send("PING", {"timestamp": 2})  # pings are never rate limited
-        assert (await c.receive())["type"] == "PONG"
-    assert [e["code"] for e in errors] == ["INVALID_MESSAGE", "INVALID_MESSAGE", "RATE_LIMIT"]
-    assert errors[2]["requestId"] == "m2" and 0 < errors[2]["retryAfter"] <= 30_000
+        # Every frame costs a token, PINGs too; a refusal past the first gets no reply.
+        await c.send("PING", {"timestamp": 2})
+        await c.send("USER_MESSAGE", {"content": "hi"})
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(0.3):
+                await c.receive()
+    # UPDATE_OBJECTIVE runs beside the reader, so the refusal may overtake its replies.
+    assert sorted(e["code"] for e in errors) == ["INVALID_MESSAGE", "INVALID_MESSAGE", "RATE_LIMIT"]
+    limited = next(e for e in errors if e["code"] == "RATE_LIMIT")
+    assert 0 < limited["retryAfter"] <= 30_000
+
+
+async def test_a_client_that_keeps_flooding_is_closed_1008():
+    engine = make_engine(
+        ScriptedProvider(("a",)), limits={"messages_per_interval": 2, "interval": 60, "flood_close_after": 5}
+    )
+    conn, client = memory_pair()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.serve, conn, ConnectionInfo())
+        with anyio.fail_after(10):
+            for i in range(7):
+                await client.send("PING", {"timestamp": i})
+            frames = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    frames.append(await client.receive())
+    assert types(frames) == ["PONG", "PONG", "ERROR"]
+    assert conn.close_code == 1008
 
 
 @contextlib.asynccontextmanager
@@ -356,13 +380,17 @@ async def held_stream(engine, provider):
         # serve() returned: the session's task group (reader, writer, generation) is done.
 
 
-async def test_client_disconnect_cancels_the_provider_and_leaks_nothing():
+async def test_client_disconnect_without_grace_cancels_the_provider_and_leaks_nothing():
     provider = ScriptedProvider(("a", "b"), gate_after=1)
-    engine = make_engine(provider)
+    engine = make_engine(provider, runs={"grace_period": 0})
     async with held_stream(engine, provider) as (_, client):
         await client.aclose()  # the client goes away mid-stream
+    with anyio.fail_after(5):
+        while engine.runs:
+            await anyio.wait_all_tasks_blocked()
     assert provider.closed == 1
     assert engine.sessions == set() and engine.active == {}
+    await engine.aclose()
 
 
 async def test_shutdown_ends_generations_with_server_shutdown_and_closes_1001():

@@ -1,0 +1,427 @@
+"""A run: one generation, owned by its user, executed by the engine, read from its log.
+
+A :class:`Run` drives a provider stream through its :class:`~streamcore.lifecycle.RunMachine`
+and appends every entry to the run log; it does not know who reads it. Readers are
+:class:`Subscription` objects: a connection's cursor on a run, delivering entries into that
+connection's outbox in its dialect. A subscription that falls behind (its outbox is full)
+stops receiving live entries and later catches up from the log, from its cursor, so
+nothing is lost or repeated and no reader slows the run or another reader.
+
+The run's task belongs to the engine's task group, not to a connection: when the last
+reader leaves, the run goes on for ``[runs] grace_period`` seconds waiting for a RESUME,
+then is cancelled (``user_cancelled``), unless ``[runs] always_finish`` is set.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from .errors import ProviderError, StreamcoreError
+from .events import STOP_REASONS, Completion, Failure, Kind, Reasoning, Usage
+from .lifecycle import RunMachine, RunState
+from .objectives import parse_objective
+from .outbox import ChunkStream
+from .protocol import ErrorCode, EventType, FollowUpQuestionsData, ObjectiveGeneratedData
+from .provider import ChatMessage, GenerationRequest, close_stream
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .runlog import LogWriter
+    from .session import Session
+
+__all__ = ["Run", "Subscription", "Conversation"]
+
+_log = structlog.get_logger("streamcore")
+_TEXT, _REASONING, _ENDED = Kind.TEXT, Kind.REASONING, Kind.ENDED
+
+
+class Conversation:
+    """Which history a chat run continues and records its turn into."""
+
+    __slots__ = ("owner", "id", "user_message")
+
+    def __init__(self, owner: str, id: str, user_message: ChatMessage) -> None:
+        self.owner = owner
+        self.id = id
+        self.user_message = user_message
+
+
+class Subscription:
+    """One reader's cursor on one run, delivering into one connection's outbox.
+
+    Args:
+        session: the connection that reads.
+        source: what holds the run's entries: an object with ``entries`` (a list of
+            ``(seq, kind, payload)``, seqs contiguous) and ``sealed`` (nothing more will
+            be appended).
+        message_id: the run's message id.
+        request_id: the client frame this reader's stream answers (USER_MESSAGE or RESUME).
+        cursor: the last ``seq`` this reader already has.
+    """
+
+    __slots__ = (
+        "session", "source", "message_id", "request_id", "cursor", "lagging", "closed",
+        "text", "reasoning", "metadata", "_outbox", "_encode_entry",
+    )
+
+    def __init__(self, session: Session, source: Any, message_id: str, request_id: str | None, cursor: int = 0) -> None:
+        self.session = session
+        self.source = source
+        self.message_id = message_id
+        self.request_id = request_id
+        self.cursor = cursor
+        self.lagging = False
+        self.closed = False
+        codec = session.codec
+        merge = session.limits.coalesce_chunks
+        self.text = ChunkStream(codec.chunk_encoder(message_id, session.metadata), merge)
+        self.reasoning = ChunkStream(codec.chunk_encoder(message_id, session.metadata, reasoning=True), merge)
+        self.metadata = session.metadata_for(request_id)
+        self._outbox = session.outbox
+        self._encode_entry = codec.encode_entry
+
+    def deliver(self, entry: tuple) -> None:
+        """Put one live entry in the outbox, or fall behind when the outbox is full."""
+        if self.lagging or self.closed:
+            return
+        outbox = self._outbox
+        if outbox.pending > outbox.limit:
+            self.lagging = True
+            outbox.lagging.append(self)
+            return
+        seq, kind, payload = entry
+        if seq <= self.cursor:
+            return  # already delivered (a replay and the live tail may overlap by one)
+        if kind == _TEXT:
+            outbox.put_chunk(self.text, payload, seq)
+        elif kind == _REASONING:
+            outbox.put_chunk(self.reasoning, payload, seq)
+        else:
+            try:
+                outbox.put(self._encode_entry(entry, self.message_id, self.metadata, self.request_id))
+            except Exception:
+                # An application payload that cannot be encoded: skip it, keep the stream.
+                _log.exception("run.encode_failed", message_id=self.message_id, seq=seq)
+        self.cursor = seq
+        if kind == _ENDED and self.source.sealed:
+            self.close()
+
+    def pump(self) -> None:
+        """Deliver what the source holds after the cursor, until the outbox is full."""
+        entries = self.source.entries
+        if entries:
+            start = max(0, self.cursor - entries[0][0] + 1)
+            deliver = self.deliver
+            for i in range(start, len(entries)):
+                if self.lagging or self.closed:
+                    return
+                deliver(entries[i])
+        if self.source.sealed and not self.lagging:
+            self.close()
+
+    def catch_up(self) -> None:
+        """Called by the outbox once drained: resume from the cursor."""
+        self.lagging = False
+        self.pump()
+
+    def close(self) -> None:
+        """Stop reading: the run sealed and everything was delivered, or the reader left."""
+        if self.closed:
+            return
+        self.closed = True
+        self.session.subscription_closed(self)
+
+
+class Run:
+    """One generation: its lifecycle, its log, its readers.
+
+    Attributes:
+        message_id: the run's id, 128 random bits (anonymous runs are reachable by it).
+        owner: ``u:<user id>``, or ``a:<connection id>`` for anonymous connections.
+        machine: the lifecycle state machine.
+        entries: every entry logged so far (shared with the in-memory log).
+        sealed: nothing more will be appended.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        message_id: str,
+        owner: str,
+        request: GenerationRequest,
+        writer: LogWriter,
+        *,
+        request_id: str | None = None,
+        conversation: Conversation | None = None,
+    ) -> None:
+        self.engine = engine
+        self.message_id = message_id
+        self.owner = owner
+        self.request = request
+        self.request_id = request_id
+        self.purpose = request.purpose
+        self.conversation = conversation
+        self.machine = RunMachine(message_id)
+        self.writer = writer
+        self.entries: list = writer.entries
+        self.sealed = False
+        self.subscribers: list[Subscription] = []
+        self.stop_reason: str | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.t0 = time.perf_counter()
+        self.done = anyio.Event()
+        self._grace: anyio.CancelScope | None = None
+
+    # --- readers ---------------------------------------------------------------------------
+
+    def subscribe(self, sub: Subscription) -> None:
+        """Attach a reader; it first gets what was logged after its cursor, then the live rest."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        sub.pump()
+        if not sub.closed:
+            self.subscribers.append(sub)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Detach a reader; the last one leaving starts the grace period."""
+        try:
+            self.subscribers.remove(sub)
+        except ValueError:
+            return
+        if not self.subscribers and not self.sealed:
+            self.engine._orphaned(self)
+
+    async def grace(self, seconds: float) -> None:
+        """Cancel the run if nobody resumes it within ``seconds`` (the engine starts this)."""
+        with anyio.CancelScope() as scope:
+            self._grace = scope
+            await anyio.sleep(seconds)
+            if not self.subscribers and not self.sealed:
+                _log.info("run.abandoned", message_id=self.message_id, grace_period=seconds)
+                self.stop("user_cancelled")
+        if self._grace is scope:
+            self._grace = None
+
+    # --- control ---------------------------------------------------------------------------
+
+    def stop(self, reason: str) -> None:
+        """Stop at once (stop, shutdown, abandonment): the provider stream is cancelled."""
+        if self.stop_reason is None and self.machine.state in (RunState.PENDING, RunState.STREAMING):
+            self.stop_reason = reason
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def _emit(self, entry: tuple, size: int = 0) -> None:
+        self.writer.append(entry, size)
+        for sub in self.subscribers:
+            sub.deliver(entry)
+
+    # --- execution -------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        """Run the provider to the end; log exactly one END whatever happens."""
+        engine = self.engine
+        lim = engine.config.limits
+        cleanup = engine.config.runs.cleanup_timeout
+        max_bytes = engine.config.runs.max_run_bytes
+        hide_reasoning = engine.config.features.reasoning == "hide"
+        machine = self.machine
+        provider = engine.provider
+        model = self.request.model or getattr(provider, "model", None)
+        completion: Completion | None = None
+        failure: StreamcoreError | None = None
+        ttft: float | None = None
+        stream: Any = None
+        try:
+            try:
+                with anyio.CancelScope() as scope:
+                    self.scope = scope
+                    if self.stop_reason is not None:  # stopped before it could start
+                        scope.cancel()
+                    start = anyio.current_time()
+                    scope.deadline = start + min(lim.first_chunk_timeout, lim.generation_timeout)
+                    request = await self._prepare()
+                    stream = provider.stream(request)
+                    # The per-chunk path: locals only, one state check in the machine.
+                    text_delta = machine.text_delta
+                    reasoning_delta = machine.reasoning_delta
+                    append = self.writer.append
+                    subscribers = self.subscribers
+                    async for item in stream:
+                        kind = type(item)
+                        if kind is str or kind is Reasoning:
+                            if not item:
+                                continue
+                            if not item.isascii():
+                                _check_encodable(item)
+                            if ttft is None:
+                                self._emit(machine.start(model))
+                                scope.deadline = start + lim.generation_timeout
+                                ttft = time.perf_counter() - self.t0
+                            if kind is str:
+                                entry = text_delta(item)
+                            elif hide_reasoning:
+                                continue
+                            else:
+                                entry = reasoning_delta(item)
+                            append(entry, len(item))
+                            for sub in subscribers:
+                                sub.deliver(entry)
+                            if machine.size > max_bytes:
+                                self.stop_reason = "length"
+                                break
+                        elif isinstance(item, Completion):
+                            completion = item
+                if scope.cancelled_caught and self.stop_reason is None:
+                    self.stop_reason = "timeout"
+                    failure = StreamcoreError(
+                        "the provider sent nothing in time" if ttft is None else "the generation took too long",
+                        code=ErrorCode.TIMEOUT,
+                    )
+            except StreamcoreError as exc:
+                failure = exc
+                if isinstance(exc, ProviderError) and exc.misconfigured:
+                    _log.error("provider.misconfigured", error=exc.message)
+            except Exception as exc:  # a provider bug: never crash anything else
+                _log.exception("provider.failed", message_id=self.message_id)
+                failure = ProviderError(f"the provider failed: {type(exc).__name__}")
+            # END first, then release the stream: readers are not kept waiting by a slow
+            # (or hung: bounded by cleanup_timeout) close.
+            objective = self._log_end(completion, failure, model, ttft)
+            await self._release(stream, cleanup)
+            stream = None
+            await self._after_end(objective)
+        finally:
+            # Whatever happened above (even a bug or a cancellation), the run ends once.
+            if machine.state in (RunState.PENDING, RunState.STREAMING, RunState.FAILED):
+                reason = self.stop_reason if self.stop_reason in STOP_REASONS else "error"
+                for entry in machine.finish(reason, model=model):
+                    self._emit(entry)
+            if stream is not None:
+                await self._release(stream, cleanup)
+            self._seal()
+
+    async def _release(self, stream: Any, timeout: float) -> None:
+        if stream is not None and not await close_stream(stream, timeout):
+            _log.warning("provider.close_timeout", message_id=self.message_id, timeout=timeout)
+
+    async def _prepare(self) -> GenerationRequest:
+        """The request with the conversation's history (read here, off the reader's path)."""
+        conv = self.conversation
+        if conv is None:
+            return self.request
+        history = await self.engine.conversations.history(conv.owner, conv.id)
+        request = self.request
+        request.messages = self.engine.system_messages() + history + [conv.user_message]
+        return request
+
+    def _log_end(
+        self, completion: Completion | None, failure: StreamcoreError | None, model: str | None, ttft: float | None
+    ) -> Any:
+        """Log the failure if any and the END; return the parsed objective, if any."""
+        machine = self.machine
+        reason = self.stop_reason
+        if failure is not None:
+            reason = reason or "error"
+        if reason is None and completion is not None and completion.finish_reason != "complete":
+            reason = completion.finish_reason if completion.finish_reason in STOP_REASONS else "complete"
+        reason = reason or "complete"
+        # Structured output is complete only once it parses; a failure logs ERROR first.
+        objective = None
+        if failure is None and reason == "complete" and self.purpose == "objective":
+            spec = self.request.objective
+            try:
+                objective = parse_objective(
+                    machine.text, difficulty=spec and spec.difficulty, category=spec and spec.category
+                )
+            except ProviderError as exc:
+                failure, reason = exc, "error"
+        usage: Usage | None = completion.usage if completion is not None else None
+        fail = None
+        if failure is not None:
+            fail = Failure(failure.code, failure.message, failure.retryable, failure.retry_after_ms)
+        for entry in machine.finish(reason, usage=usage, failure=fail, model=(completion and completion.model) or model):
+            self._emit(entry)
+        self.engine._run_ended(self, failure)
+        _log.info(
+            "generation.end",
+            message_id=self.message_id,
+            request_id=self.request_id,
+            purpose=self.purpose,
+            stop_reason=reason,
+            error=failure.code if failure is not None else None,
+            chars=len(machine.text),
+            ttft_ms=round(ttft * 1000, 1) if ttft is not None else None,
+            duration_ms=round((time.perf_counter() - self.t0) * 1000, 1),
+        )
+        return objective
+
+    async def _after_end(self, objective: Any) -> None:
+        """Record the turn, store the objective, ask for follow-ups: each bounded in time."""
+        engine = self.engine
+        reason = self.machine.ended.stop_reason if self.machine.ended else "error"
+        cleanup = engine.config.runs.cleanup_timeout
+        text = self.machine.text
+        conv = self.conversation
+        if conv is not None:
+            turn = [conv.user_message] + ([ChatMessage("assistant", text)] if text else [])
+            with anyio.move_on_after(cleanup, shield=True):
+                await engine.conversations.add_turn(conv.owner, conv.id, turn)
+        if objective is not None:
+            with anyio.move_on_after(cleanup, shield=True):
+                await engine.objectives.add(self.owner, objective)
+            elapsed = round((time.perf_counter() - self.t0) * 1000)
+            self._emit(self.machine.app(
+                EventType.OBJECTIVE_GENERATED, ObjectiveGeneratedData(objective, elapsed, self.message_id)
+            ))
+        mode = engine.config.features.follow_up_questions
+        if mode != "off" and reason == "complete" and self.purpose == "chat" and self.stop_reason is None:
+            await self._follow_up(mode, text)
+
+    async def _follow_up(self, mode: str, answer: str) -> None:
+        """The RAG seed's follow-up questions: part of the run, so counted and stoppable."""
+        question = self.conversation.user_message.content if self.conversation else ""
+        with anyio.CancelScope() as scope:
+            self.scope = scope
+            scope.deadline = anyio.current_time() + self.engine.config.limits.generation_timeout
+            try:
+                questions = await self.engine.follow_up_questions(question, answer)
+            except Exception as exc:
+                _log.warning("follow_up.failed", message_id=self.message_id, error=type(exc).__name__)
+                return
+        if scope.cancelled_caught:
+            return
+        data = FollowUpQuestionsData(self.message_id, questions)
+        if mode == "broadcast":
+            self.engine.broadcast(EventType.FOLLOW_UP_QUESTIONS, data)
+        else:
+            self._emit(self.machine.app(EventType.FOLLOW_UP_QUESTIONS, data))
+
+    def _seal(self) -> None:
+        if self.sealed:
+            return
+        if self.machine.state is RunState.ENDED:
+            self.machine.seal()
+        self.sealed = True
+        self.writer.finish()
+        for sub in list(self.subscribers):
+            if not sub.lagging:
+                sub.close()
+        self.subscribers.clear()
+        self.engine._run_sealed(self)
+        self.done.set()
+
+
+def _check_encodable(text: str) -> None:
+    # A lone surrogate (which json.loads lets through from an upstream) cannot be encoded
+    # as UTF-8: it ends the run with an ERROR instead of killing every reader's writer.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProviderError("the provider sent text that cannot be encoded (a lone surrogate)") from None
+

@@ -183,9 +183,12 @@ class StreamcoreASGI:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.lifespan:
+                    await self.engine.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.lifespan:
                     await self.engine.shutdown()
+                    await self.engine.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -57,11 +57,13 @@ def StreamcoreRoute(path: str, engine: Engine, **kwargs: Any) -> WebSocketRoute:
 
 
 def streamcore_lifespan(engine: Engine) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
-    """A lifespan that shuts the engine down (``server_shutdown``, close 1001) on exit."""
+    """A lifespan that runs the engine: its runs live in the lifespan's task, and on exit
+    they end with ``server_shutdown``, sockets close with 1001, and the engine closes."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        yield
-        await engine.shutdown()
+        async with engine:
+            yield
+            await engine.shutdown()
 
     return lifespan

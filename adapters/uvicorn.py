@@ -76,3 +76,4 @@ async def serve(
             with anyio.CancelScope(shield=True):
                 await engine.shutdown()
                 server.should_exit = True
+                await engine.aclose()

@@ -141,3 +141,4 @@ async def serve(
         await engine.shutdown()
         server.close(close_connections=True)
         await server.wait_closed()
+        await engine.aclose()

@@ -86,18 +86,27 @@ class Engine:
         self.config = config or Config()
         cfg = self.config
         pc = cfg.provider
-        self.provider: Provider = provider or load_provider(pc.name, model=pc.model, options=pc.options)
-        self.objectives: ObjectiveStore = objectives or InMemoryObjectiveStore()
+        self.provider: Provider = (
+            load_provider(pc.name, model=pc.model, options=pc.options) if provider is None else provider
+        )
+        # `is None`, not `or`: an empty store has a length of 0 and is falsy.
+        self.objectives: ObjectiveStore = InMemoryObjectiveStore() if objectives is None else objectives
         rc = cfg.runs
-        self.runlog: RunLog = runlog or MemoryRunLog(
-            retention=rc.retention, max_runs=rc.max_runs, max_bytes=rc.max_log_bytes
+        self.runlog: RunLog = (
+            MemoryRunLog(retention=rc.retention, max_runs=rc.max_runs, max_bytes=rc.max_log_bytes)
+            if runlog is None
+            else runlog
         )
         lim = cfg.limits
-        self.conversations: ConversationStore = conversations or MemoryConversationStore(
-            max_messages=lim.history_messages,
-            max_bytes=lim.history_bytes,
-            per_owner=lim.conversations_per_owner,
-            max_conversations=lim.max_conversations,
+        self.conversations: ConversationStore = (
+            MemoryConversationStore(
+                max_messages=lim.history_messages,
+                max_bytes=lim.history_bytes,
+                per_owner=lim.conversations_per_owner,
+                max_conversations=lim.max_conversations,
+            )
+            if conversations is None
+            else conversations
         )
         if verifier is None and cfg.auth.enabled:
             verifier = JWTVerifier(cfg.auth)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import Callable, Protocol
 
 import anyio
 
@@ -103,7 +103,7 @@ class _Record:
         if self.done:
             return
         self.done = True
-        self.ended_at = time.monotonic()
+        self.ended_at = self._log.clock()
         self._log._finished(self)
         if self._waiter is not None:
             self._waiter.set()
@@ -126,9 +126,18 @@ class MemoryRunLog:
         retention: seconds a finished run stays readable.
         max_runs: runs kept, running and finished.
         max_bytes: text bytes kept in all.
+        clock: seconds, monotonic (tests pass a fake one to expire runs without waiting).
     """
 
-    def __init__(self, *, retention: float = 300.0, max_runs: int = 10_000, max_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self,
+        *,
+        retention: float = 300.0,
+        max_runs: int = 10_000,
+        max_bytes: int = 256 << 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock
         self.retention = retention
         self.max_runs = max_runs
         self.max_bytes = max_bytes
@@ -156,7 +165,7 @@ class MemoryRunLog:
     def get(self, run_id: str) -> _Record | None:
         """The record of ``run_id`` if it is still kept (a synchronous, local look-up)."""
         record = self._runs.get(run_id)
-        if record is not None and record.done and time.monotonic() - record.ended_at > self.retention:
+        if record is not None and record.done and self.clock() - record.ended_at > self.retention:
             self._drop(run_id)
             return None
         return record
@@ -187,7 +196,7 @@ class MemoryRunLog:
 
     def _expire(self) -> None:
         # Finished runs expire in the order they finished: stop at the first still kept.
-        now = time.monotonic()
+        now = self.clock()
         for run_id in list(self._finished_order):
             record = self._runs.get(run_id)
             if record is not None and now - record.ended_at <= self.retention:

@@ -1,0 +1,423 @@
+"""Runs and resume (SPEC.md), engine-level: in-memory connections, real engine and log."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from streamcore import Config, ConnectionInfo, Engine, MemoryRunLog, Reasoning
+from streamcore.errors import ConnectionClosed
+from streamcore.testing import memory_pair
+
+from .helpers import ScriptedProvider, check_stream, make_engine, types
+
+pytestmark = pytest.mark.anyio
+
+PIECES = tuple(f"w{i} " for i in range(12))
+FULL = "".join(PIECES)
+
+
+@contextlib.asynccontextmanager
+async def connection(engine: Engine, *, user_id: str | None = None, buffer: int = 1 << 16):
+    conn, client = memory_pair(buffer)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.serve, conn, ConnectionInfo(user_id=user_id))
+        with anyio.fail_after(10):
+            yield client
+        await client.aclose()
+    client.conn = conn
+
+
+def chunks_text(frames: list[dict[str, Any]]) -> str:
+    return "".join(f["data"]["content"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK")
+
+
+def assert_seqs_increase(frames: list[dict[str, Any]]) -> None:
+    seqs = [f["data"]["seq"] for f in frames if "seq" in f.get("data", {})]
+    assert seqs == sorted(set(seqs)), seqs
+
+
+async def wait_for(predicate, what: str) -> None:
+    with anyio.fail_after(5, ):
+        while not predicate():
+            await anyio.wait_all_tasks_blocked()
+            if not predicate():
+                await anyio.sleep(0.005)
+
+
+async def test_every_event_with_a_message_id_carries_an_increasing_seq():
+    engine = make_engine(ScriptedProvider(PIECES))
+    async with connection(engine) as c:
+        await c.send("USER_MESSAGE", {"content": "hi"}, id="r1")
+        frames = await c.receive_until("AI_MESSAGE_END")
+    check_stream(frames)
+    with_id = [f for f in frames if "messageId" in f["data"]]
+    assert all(isinstance(f["data"]["seq"], int) for f in with_id)
+    seqs = [f["data"]["seq"] for f in with_id]
+    # START is 1, END the last entry; merged chunks skip the seqs of their inner pieces.
+    assert seqs[0] == 1 and seqs[-1] == len(PIECES) + 2 and seqs == sorted(set(seqs))
+    assert len(frames[1]["data"]["messageId"]) >= len("msg-") + 22  # 128 random bits, base64
+    await engine.aclose()
+
+
+async def test_resume_mid_run_on_another_connection_nothing_missing_or_repeated():
+    provider = ScriptedProvider(PIECES, gate_after=5)
+    engine = make_engine(provider)
+    async with connection(engine, user_id="ann") as a:
+        await a.send("USER_MESSAGE", {"content": "hi"}, id="r1")
+        before = await a.receive_until("AI_MESSAGE_CHUNK")
+        with anyio.fail_after(5):
+            await provider.reached_gate.wait()
+        # Read what was sent so far, then drop the connection mid-run.
+        while chunks_text(before) != "".join(PIECES[:5]):
+            before.append(await a.receive())
+    message_id = before[1]["data"]["messageId"]
+    last_seq = before[-1]["data"]["seq"]
+    assert message_id in engine.runs  # the run outlived its connection
+    async with connection(engine, user_id="ann") as b:
+        await b.send("RESUME", {"messageId": message_id, "lastSeq": last_seq}, id="res")
+        provider.gate.set()
+        after = await b.receive_until("AI_MESSAGE_END")
+    assert chunks_text(before) + chunks_text(after) == FULL
+    assert after[-1]["data"]["content"] == FULL and after[-1]["data"]["stopReason"] == "complete"
+    assert min(f["data"]["seq"] for f in after) > last_seq
+    assert_seqs_increase(before + after)
+    assert after[-1]["metadata"]["requestId"] == "res"
+    await engine.aclose()
+
+
+async def test_resume_after_the_end_replays_from_start_within_retention():
+    engine = make_engine(ScriptedProvider(PIECES))
+    async with connection(engine, user_id="ann") as a:
+        await a.send("USER_MESSAGE", {"content": "hi"})
+        first = await a.receive_until("AI_MESSAGE_END")
+    message_id = first[-1]["data"]["messageId"]
+    async with connection(engine, user_id="ann") as b:
+        await b.send("RESUME", {"messageId": message_id})
+        replay = await b.receive_until("AI_MESSAGE_END")
+        await b.send("RESUME", {"messageId": message_id, "lastSeq": first[-2]["data"]["seq"]})
+        tail = await b.receive_until("AI_MESSAGE_END")
+    assert types(replay)[0] == "AI_MESSAGE_START"
+    assert chunks_text(replay) == FULL == replay[-1]["data"]["content"]
+    assert types(tail) == ["AI_MESSAGE_END"]
+    assert_seqs_increase(replay)
+    await engine.aclose()
+
+
+async def test_two_tabs_follow_one_run_and_either_stops_it():
+    provider = ScriptedProvider(PIECES, gate_after=3)
+    engine = make_engine(provider)
+    async with connection(engine, user_id="ann") as tab1, connection(engine, user_id="ann") as tab2:
+        await tab1.send("USER_MESSAGE", {"content": "hi"})
+        first = await tab1.receive_until("AI_MESSAGE_START")
+        message_id = first[-1]["data"]["messageId"]
+        await tab2.send("RESUME", {"messageId": message_id}, id="follow")
+        second = await tab2.receive_until("AI_MESSAGE_START")
+        with anyio.fail_after(5):
+            await provider.reached_gate.wait()
+        await tab2.send("STOP_GENERATION", {"messageId": message_id})
+        end1 = await tab1.receive_until("AI_MESSAGE_END")
+        end2 = await tab2.receive_until("AI_MESSAGE_END")
+    for frames in (first + end1, second + end2):
+        assert frames[-1]["data"]["stopReason"] == "user_cancelled"
+        assert chunks_text(frames) == frames[-1]["data"]["content"] == "".join(PIECES[:3])
+    assert provider.closed == 1
+    await engine.aclose()
+
+
+async def test_a_foreign_user_cannot_resume_follow_or_stop():
+    provider = ScriptedProvider(PIECES, gate_after=2)
+    engine = make_engine(provider)
+    async with connection(engine, user_id="ann") as ann, connection(engine, user_id="bob") as bob:
+        await ann.send("USER_MESSAGE", {"content": "private"})
+        frames = await ann.receive_until("AI_MESSAGE_START")
+        message_id = frames[-1]["data"]["messageId"]
+        await bob.send("RESUME", {"messageId": message_id}, id="steal")
+        err = (await bob.receive())["data"]
+        await bob.send("STOP_GENERATION", {"messageId": message_id}, id="stop")
+        err2 = (await bob.receive())["data"]
+        await bob.send("RESUME", {"messageId": "msg-does-not-exist"}, id="guess")
+        err3 = (await bob.receive())["data"]
+        provider.gate.set()
+        end = (await ann.receive_until("AI_MESSAGE_END"))[-1]["data"]
+    assert err == {"code": "NOT_FOUND", "message": err["message"], "retryable": False, "requestId": "steal"}
+    assert err2["code"] == "NOT_FOUND" and err2["requestId"] == "stop"
+    # Unknown and foreign are indistinguishable.
+    assert err3["code"] == "NOT_FOUND" and err3["message"].replace("msg-does-not-exist", message_id) == err["message"]
+    assert end["stopReason"] == "complete" and end["content"] == FULL
+    await engine.aclose()
+
+
+async def test_anonymous_runs_are_reachable_by_their_id_only():
+    provider = ScriptedProvider(PIECES, gate_after=2)
+    engine = make_engine(provider)
+    async with connection(engine) as a:
+        await a.send("USER_MESSAGE", {"content": "hi"})
+        message_id = (await a.receive_until("AI_MESSAGE_START"))[-1]["data"]["messageId"]
+    async with connection(engine) as b, connection(engine, user_id="mallory") as m:
+        await m.send("RESUME", {"messageId": message_id})
+        assert (await m.receive())["data"]["code"] == "NOT_FOUND"  # users and anonymous never meet
+        await b.send("RESUME", {"messageId": message_id})
+        provider.gate.set()
+        frames = await b.receive_until("AI_MESSAGE_END")
+    assert chunks_text(frames) == FULL
+    await engine.aclose()
+
+
+async def test_grace_expiry_cancels_an_abandoned_run():
+    provider = ScriptedProvider(PIECES, gate_after=2)
+    engine = make_engine(provider, runs={"grace_period": 0.05})
+    async with connection(engine) as a:
+        await a.send("USER_MESSAGE", {"content": "hi"})
+        await a.receive_until("AI_MESSAGE_CHUNK")
+        run = next(iter(engine.runs.values()))
+    with anyio.fail_after(5):
+        await run.done.wait()
+    assert run.machine.ended.stop_reason == "user_cancelled"
+    assert provider.closed == 1 and engine.active == {}
+    await engine.aclose()
+
+
+async def test_always_finish_keeps_an_abandoned_run_going_to_the_end():
+    provider = ScriptedProvider(PIECES)
+    engine = make_engine(provider, runs={"grace_period": 0, "always_finish": True})
+    provider.gate_after = 1
+    async with connection(engine) as a:
+        await a.send("USER_MESSAGE", {"content": "hi"})
+        await a.receive_until("AI_MESSAGE_CHUNK")
+        run = next(iter(engine.runs.values()))
+    provider.gate.set()
+    with anyio.fail_after(5):
+        await run.done.wait()
+    assert run.machine.ended.stop_reason == "complete" and run.machine.ended.content == FULL
+    await engine.aclose()
+
+
+async def test_retention_expiry_gives_not_found():
+    now = [1000.0]
+    log = MemoryRunLog(retention=60, clock=lambda: now[0])
+    engine = Engine(msgspec.convert({}, Config), provider=ScriptedProvider(PIECES), runlog=log)
+    async with connection(engine) as a:
+        await a.send("USER_MESSAGE", {"content": "hi"})
+        message_id = (await a.receive_until("AI_MESSAGE_END"))[-1]["data"]["messageId"]
+        await wait_for(lambda: not engine.runs, "run sealed")
+        now[0] += 59
+        await a.send("RESUME", {"messageId": message_id}, id="in-time")
+        assert (await a.receive_until("AI_MESSAGE_END"))[-1]["data"]["content"] == FULL
+        now[0] += 2
+        await a.send("RESUME", {"messageId": message_id}, id="late")
+        err = (await a.receive())["data"]
+    assert err["code"] == "NOT_FOUND" and err["requestId"] == "late"
+    assert len(log) == 0 and log.bytes == 0
+    await engine.aclose()
+
+
+async def test_shutdown_during_a_resume_ends_the_run_for_the_follower():
+    provider = ScriptedProvider(PIECES, gate_after=2)
+    engine = make_engine(provider)
+    async with connection(engine, user_id="ann") as a:
+        await a.send("USER_MESSAGE", {"content": "hi"})
+        message_id = (await a.receive_until("AI_MESSAGE_CHUNK"))[1]["data"]["messageId"]
+    conn, b = memory_pair()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.serve, conn, ConnectionInfo(user_id="ann"))
+        with anyio.fail_after(10):
+            await b.send("RESUME", {"messageId": message_id, "lastSeq": 0})
+            await b.receive_until("AI_MESSAGE_START")
+            await engine.shutdown(timeout=5)
+            frames = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    frames.append(await b.receive())
+    assert frames[-1]["type"] == "AI_MESSAGE_END" and frames[-1]["data"]["stopReason"] == "server_shutdown"
+    assert conn.close_code == 1001 and provider.closed == 1
+    await engine.aclose()
+
+
+async def test_a_slow_reader_catches_up_from_the_log_merged_nothing_lost():
+    pieces = tuple(f"piece-{i:04d} " for i in range(400))
+    provider = ScriptedProvider(pieces)
+    engine = make_engine(provider, limits={"send_buffer_bytes": 256})
+    # A one-frame transport buffer: the writer blocks until the client reads.
+    async with connection(engine, buffer=1) as c:
+        await c.send("USER_MESSAGE", {"content": "hi"})
+        # The provider runs to its end while this client reads nothing: no reader pauses it.
+        await wait_for(lambda: provider.closed == 1, "provider done")
+        frames = await c.receive_until("AI_MESSAGE_END")
+    check_stream(frames)
+    chunks = [f for f in frames if f["type"] == "AI_MESSAGE_CHUNK"]
+    assert chunks_text(frames) == "".join(pieces)
+    assert len(chunks) < len(pieces)  # merged while it lagged
+    assert_seqs_increase(frames)
+    await engine.aclose()
+
+
+async def test_reasoning_is_streamed_apart_and_never_in_the_answer_or_history():
+    provider = ScriptedProvider((Reasoning("Let me think. "), Reasoning("Done. "), "Answer", "!"))
+    engine = make_engine(provider)
+    async with connection(engine) as c:
+        await c.send("USER_MESSAGE", {"content": "q1"})
+        frames = await c.receive_until("AI_MESSAGE_END")
+        await c.send("USER_MESSAGE", {"content": "q2"})
+        await c.receive_until("AI_MESSAGE_END")
+    reasoning = [f["data"] for f in frames if f["type"] == "AI_REASONING_CHUNK"]
+    assert "".join(r["content"] for r in reasoning) == "Let me think. Done. "
+    assert all(set(r) == {"messageId", "content", "seq"} for r in reasoning)
+    assert frames[-1]["data"]["content"] == "Answer!" == chunks_text(frames)
+    assert_seqs_increase(frames)
+    history = [(m.role, m.content) for m in provider.requests[1].messages]
+    assert history == [("user", "q1"), ("assistant", "Answer!"), ("user", "q2")]
+    await engine.aclose()
+
+
+async def test_reasoning_hidden_by_config():
+    provider = ScriptedProvider((Reasoning("secret thoughts"), "Answer"))
+    engine = make_engine(provider, features={"reasoning": "hide"})
+    async with connection(engine) as c:
+        await c.send("USER_MESSAGE", {"content": "q"})
+        frames = await c.receive_until("AI_MESSAGE_END")
+    assert "AI_REASONING_CHUNK" not in types(frames)
+    assert frames[-1]["data"]["content"] == "Answer"
+    await engine.aclose()
+
+
+async def test_conversation_history_follows_the_conversation_across_reconnects():
+    provider = ScriptedProvider(("ok",))
+    engine = make_engine(provider)
+    async with connection(engine, user_id="ann") as a:
+        await a.send("USER_MESSAGE", {"content": "one", "conversationId": "c1"})
+        await a.receive_until("AI_MESSAGE_END")
+        await a.send("USER_MESSAGE", {"content": "other", "conversationId": "c2"})
+        await a.receive_until("AI_MESSAGE_END")
+    async with connection(engine, user_id="ann") as b, connection(engine, user_id="bob") as bob:
+        await b.send("USER_MESSAGE", {"content": "two", "conversationId": "c1"})
+        await b.receive_until("AI_MESSAGE_END")
+        await bob.send("USER_MESSAGE", {"content": "bob's", "conversationId": "c1"})
+        await bob.receive_until("AI_MESSAGE_END")
+    seen = [(m.role, m.content) for m in provider.requests[2].messages]
+    assert seen == [("user", "one"), ("assistant", "ok"), ("user", "two")]
+    assert [(m.role, m.content) for m in provider.requests[3].messages] == [("user", "bob's")]
+    await engine.aclose()
+
+
+async def test_overlapping_replies_in_one_conversation_never_interleave():
+    provider = ScriptedProvider(("answer",), gate_after=1)
+    engine = make_engine(provider)
+    async with connection(engine, user_id="ann") as c:
+        await c.send("USER_MESSAGE", {"content": "A", "conversationId": "c"})
+        await c.send("USER_MESSAGE", {"content": "B", "conversationId": "c"})
+        with anyio.fail_after(5):
+            while provider.opened < 2:
+                await anyio.sleep(0.005)
+        provider.gate.set()
+        await c.receive_until("AI_MESSAGE_END")
+        await c.receive_until("AI_MESSAGE_END")
+        provider.gate_after = None
+        await c.send("USER_MESSAGE", {"content": "C", "conversationId": "c"})
+        await c.receive_until("AI_MESSAGE_END")
+    history = [(m.role, m.content) for m in provider.requests[2].messages][:-1]
+    pairs = {tuple(history[0:2]), tuple(history[2:4])}
+    assert pairs == {(("user", "A"), ("assistant", "answer")), (("user", "B"), ("assistant", "answer"))}
+    await engine.aclose()
+
+
+async def test_history_is_bounded_in_bytes():
+    provider = ScriptedProvider(("ok",))
+    engine = make_engine(provider, limits={"history_bytes": 100})
+    async with connection(engine) as c:
+        for i in range(3):
+            await c.send("USER_MESSAGE", {"content": f"{i}" * 60})
+            await c.receive_until("AI_MESSAGE_END")
+    sent = provider.requests[2].messages
+    assert sum(len(m.content) for m in sent[:-1]) <= 100
+    assert sent[-1].content == "2" * 60
+    await engine.aclose()
+
+
+# --- regressions: each of these broke "exactly one AI_MESSAGE_END" before ------------------
+
+
+async def test_user_message_during_shutdown_is_refused_and_starts_no_run():
+    provider = ScriptedProvider(PIECES, gate_after=1)
+    engine = make_engine(provider)
+    conn, c = memory_pair()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.serve, conn, ConnectionInfo())
+        with anyio.fail_after(10):
+            await c.send("USER_MESSAGE", {"content": "first"})
+            await c.receive_until("AI_MESSAGE_CHUNK")
+            engine.closing = True  # shutdown has begun and waits for open generations
+            await c.send("USER_MESSAGE", {"content": "late"}, id="late")
+            err = await c.receive()
+            provider.gate.set()
+            await engine.shutdown(timeout=5)
+            frames = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    frames.append(await c.receive())
+    assert err["type"] == "ERROR" and err["data"]["requestId"] == "late" and err["data"]["retryable"] is True
+    assert types(frames).count("AI_THINKING") == 0
+    assert types(frames).count("AI_MESSAGE_END") == 1
+    assert provider.opened == 1
+
+
+async def test_a_delta_that_cannot_be_encoded_ends_the_run_with_error_and_the_connection_lives():
+    engine = make_engine(ScriptedProvider(("ok ", "\ud83d", "never")))
+    async with connection(engine) as c:
+        await c.send("USER_MESSAGE", {"content": "hi"}, id="r")
+        frames = await c.receive_until("AI_MESSAGE_END")
+        await c.send("PING", {"timestamp": 1})
+        pong = await c.receive()
+    assert types(frames)[-2:] == ["ERROR", "AI_MESSAGE_END"]
+    assert frames[-2]["data"]["code"] == "GENERATION_FAILED" and frames[-2]["data"]["requestId"] == "r"
+    assert frames[-2]["data"]["messageId"] == frames[-1]["data"]["messageId"]
+    assert frames[-1]["data"]["stopReason"] == "error" and frames[-1]["data"]["content"] == "ok "
+    assert pong["type"] == "PONG"
+    await engine.aclose()
+
+
+class HangingClose:
+    """A provider whose stream never finishes closing (an SDK stuck in aclose)."""
+
+    model = "hang"
+
+    def __init__(self) -> None:
+        self.close_started = anyio.Event()
+
+    def stream(self, request):
+        provider = self
+
+        class Stream:
+            def __aiter__(self):
+                return self
+
+            async def __anext__(self):
+                await anyio.sleep_forever()
+
+            async def aclose(self):
+                provider.close_started.set()
+                await anyio.sleep_forever()
+
+        return Stream()
+
+
+async def test_a_hanging_aclose_is_abandoned_after_cleanup_timeout():
+    provider = HangingClose()
+    engine = make_engine(provider, runs={"cleanup_timeout": 0.2})
+    async with connection(engine) as c:
+        await c.send("USER_MESSAGE", {"content": "hi"})
+        await c.receive()  # THINKING
+        await c.send("STOP_GENERATION", {})
+        frames = await c.receive_until("AI_MESSAGE_END")
+        assert frames[-1]["data"]["stopReason"] == "user_cancelled"
+        run = None
+    with anyio.fail_after(5):
+        while engine.runs:
+            await anyio.sleep(0.01)
+        await engine.shutdown(timeout=1)
+        await engine.aclose()
+    assert provider.close_started.is_set() and run is None

@@ -222,6 +222,11 @@ class Codec:
             # SERVER_ERROR with a traceback.
             raise ProtocolError("frame is nested too deeply", request_id=_request_id(raw, probe)) from None
 
+    def request_id(self, raw: str | bytes) -> str | None:
+        """The ``id`` of a frame without decoding the rest (for replies to refused frames)."""
+        probe = self._json_probe if type(raw) is str or not self.binary else self._mp_probe
+        return _request_id(raw, probe)
+
     def _explain(self, raw: str | bytes, probe: Any, exc: msgspec.DecodeError) -> ProtocolError:
         try:
             seen = probe.decode(raw)

@@ -132,7 +132,7 @@ class Session:
                 # of PINGs is limited like a flood of messages.
                 wait = take()
                 if wait:
-                    self._over_limit(wait)
+                    self._over_limit(wait, raw)
                     continue
                 self._rejected = 0
                 frame = decode(raw)
@@ -152,13 +152,15 @@ class Session:
                 self.log.exception("handler.failed")
                 self.send_error(StreamcoreError("internal server error"), getattr(frame, "id", None))
 
-    def _over_limit(self, wait: int) -> None:
-        """A frame over the rate limit: one RATE_LIMIT reply per refill, close if it goes on."""
+    def _over_limit(self, wait: int, raw: str | bytes) -> None:
+        """A frame over the rate limit: one RATE_LIMIT reply per burst, close if it goes on."""
         self._rejected += 1
         if self._rejected == 1:
+            # Only the id is read (clients match the refusal to their request to retry).
+            request_id = self.codec.request_id(raw) if len(raw) <= self.codec.max_message_bytes else None
             self.send_error(
                 StreamcoreError("too many messages; slow down", code=ErrorCode.RATE_LIMIT, retry_after_ms=wait),
-                None,
+                request_id,
             )
         if self._rejected >= self.limits.flood_close_after:
             self.log.warning("connection.flood", rejected=self._rejected)

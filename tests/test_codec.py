@@ -16,6 +16,7 @@ from streamcore.protocol import (
     ErrorData,
     GenerateObjective,
     MessageChunkData,
+    ReasoningChunkData,
     MessageEndData,
     Ping,
     StopGeneration,
@@ -28,10 +29,10 @@ mp_codec = Codec("msgpack")
 
 
 def test_envelope_shape_matches_the_spec():
-    frame = json.loads(json_codec.encode("AI_MESSAGE_END", MessageEndData("msg-1", True, "complete", "Hi")))
+    frame = json.loads(json_codec.encode("AI_MESSAGE_END", MessageEndData("msg-1", True, "complete", 9, "Hi")))
     assert set(frame) == {"id", "type", "timestamp", "data"}
     assert frame["type"] == "AI_MESSAGE_END" and isinstance(frame["timestamp"], int)
-    assert frame["data"] == {"messageId": "msg-1", "isComplete": True, "stopReason": "complete", "content": "Hi"}
+    assert frame["data"] == {"messageId": "msg-1", "isComplete": True, "stopReason": "complete", "seq": 9, "content": "Hi"}
     err = json.loads(json_codec.encode("ERROR", ErrorData("TIMEOUT", "late", True, "r1", 500)))["data"]
     assert err == {"code": "TIMEOUT", "message": "late", "retryable": True, "requestId": "r1", "retryAfter": 500}
 
@@ -47,17 +48,27 @@ def test_ids_are_unique_and_timestamps_are_milliseconds():
 def test_fast_chunk_path_equals_the_generic_envelope(content, metadata):
     encode = json_codec.chunk_encoder("msg-%d", metadata)
     now = stamp()
-    fast = json.loads(encode(content, 7, now))
+    fast = json.loads(encode(content, 7, 9000, now))
     generic = json.loads(
-        msgspec.json.encode(Envelope("msg-%d.7", "AI_MESSAGE_CHUNK", now[0], MessageChunkData("msg-%d", content, 7), metadata))
+        msgspec.json.encode(
+            Envelope("msg-%d.9000", "AI_MESSAGE_CHUNK", now[0], MessageChunkData("msg-%d", content, 7, 9000), metadata)
+        )
+    )
+    assert fast == generic
+    reasoning = json_codec.chunk_encoder("msg-%d", metadata, reasoning=True)
+    fast = json.loads(reasoning(content, 0, 12, now))
+    generic = json.loads(
+        msgspec.json.encode(
+            Envelope("msg-%d.12", "AI_REASONING_CHUNK", now[0], ReasoningChunkData("msg-%d", content, 12), metadata)
+        )
     )
     assert fast == generic
 
 
 def test_msgpack_chunk_has_the_same_shape():
     encode = mp_codec.chunk_encoder("msg-1", {"sessionId": "s"})
-    frame = msgspec.msgpack.decode(encode("abc", 0, stamp()))
-    assert frame["data"] == {"messageId": "msg-1", "content": "abc", "index": 0}
+    frame = msgspec.msgpack.decode(encode("abc", 0, 5, stamp()))
+    assert frame["data"] == {"messageId": "msg-1", "content": "abc", "index": 0, "seq": 5}
     assert frame["type"] == "AI_MESSAGE_CHUNK" and frame["metadata"] == {"sessionId": "s"}
 
 

@@ -25,6 +25,7 @@ from .auth import AuthError, JWTVerifier, Verifier, authenticate, origin_allowed
 from .codec import JSON, MSGPACK, MSGPACK_SUBPROTOCOL, Codec
 from .config import Config
 from .conversations import ConversationStore, MemoryConversationStore
+from .dialect import Dialect
 from .errors import ConnectionClosed, NotFound, ProviderError, StreamcoreError
 from .handlers import register_builtins
 from .ids import now_ms
@@ -201,11 +202,26 @@ class Engine:
         """Whether a handshake from ``origin`` passes ``[security] allowed_origins``."""
         return origin_allowed(self.config.security.allowed_origins, origin)
 
-    async def serve(self, conn: Connection, info: ConnectionInfo) -> None:
+    async def serve(
+        self,
+        conn: Connection,
+        info: ConnectionInfo,
+        *,
+        dialect: Dialect | None = None,
+        commands: Iterable[Any] = (),
+    ) -> None:
         """Run the protocol on one accepted connection until it closes.
 
         When authentication is on, a bad token gets ``ERROR AUTH_FAILED`` and close 1008,
         and never reaches a session.
+
+        Args:
+            conn: the connection (duplex, or send-only with a ``receive`` that waits for
+                the client to leave).
+            info: what the handshake said.
+            dialect: how frames are encoded and decoded (the envelope codec negotiated by
+                ``info.subprotocol`` by default; the SSE drivers pass theirs).
+            commands: decoded commands to handle at once (an SSE request's own).
         """
         if self.closing:
             await conn.close(1001, "server shutting down")
@@ -216,17 +232,17 @@ class Engine:
                 info = await authenticate(self.verifier, info)
             except AuthError as exc:
                 _log.info("connection.auth_failed", client=info.client, reason=exc.message)
-                codec = self.codec_for(info.subprotocol)
+                codec = dialect or self.codec_for(info.subprotocol)
                 try:
                     await conn.send(codec.encode(EventType.ERROR, ErrorData(exc.code, exc.message, False)))
                     await conn.close(1008, "authentication failed")
                 except ConnectionClosed:
                     pass
                 return
-        session = Session(self, conn, info, self.codec_for(info.subprotocol))
+        session = Session(self, conn, info, dialect or self.codec_for(info.subprotocol))
         self.sessions.add(session)
         try:
-            await session.run()
+            await session.run(commands)
         finally:
             self.sessions.discard(session)
             self._release_bucket(session)

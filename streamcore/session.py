@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import anyio
 import structlog
@@ -21,9 +21,10 @@ from .errors import ConnectionClosed, ProtocolError, StreamcoreError
 from .outbox import Outbox
 from .protocol import ErrorCode, ErrorData, EventType
 from .ratelimit import TokenBucket
+from .transport import CloseReason
 
 if TYPE_CHECKING:
-    from .codec import Codec
+    from .dialect import Dialect
     from .engine import Engine
     from .provider import GenerationRequest
     from .run import Run, Subscription
@@ -51,7 +52,7 @@ class Session:
             never meet, whatever a verifier returns as subject.
     """
 
-    def __init__(self, engine: Engine, conn: Connection, info: ConnectionInfo, codec: Codec) -> None:
+    def __init__(self, engine: Engine, conn: Connection, info: ConnectionInfo, codec: Dialect) -> None:
         self.engine = engine
         self.conn = conn
         self.info = info
@@ -83,8 +84,12 @@ class Session:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Serve the connection until it closes; never raises for anything the client did."""
+    async def run(self, commands: Iterable[Any] = ()) -> None:
+        """Serve the connection until it closes; never raises for anything the client did.
+
+        Args:
+            commands: decoded commands to handle first (an SSE request's own command).
+        """
         t0 = time.perf_counter()
         self.log.info("connection.open", path=self.info.path, subprotocol=self.info.subprotocol)
         close_code: int | None = None
@@ -93,6 +98,8 @@ class Session:
                 self._tg = tg
                 tg.start_soon(self._write_loop)
                 tg.start_soon(self._watch)
+                for command in commands:
+                    self.dispatch(command)
                 try:
                     await self._read_loop()
                 except ConnectionClosed as exc:
@@ -116,6 +123,22 @@ class Session:
             sub.closed = True
             self.engine.unsubscribe(sub)
         self.subscriptions.clear()
+
+    def dispatch(self, frame: Any) -> None:
+        """Handle one decoded command as if the client had sent it (errors become ERROR).
+
+        Send-only drivers (SSE) use it for the command their request carries.
+        """
+        try:
+            handler, is_async = self.engine.handlers[frame.__struct_config__.tag]
+            if is_async:
+                self._spawn_handler(handler, frame)
+            else:
+                handler(self, frame)
+        except ProtocolError as exc:
+            self.send_error(exc, exc.request_id or getattr(frame, "id", None))
+        except StreamcoreError as exc:
+            self.send_error(exc, getattr(frame, "id", None))
 
     async def _read_loop(self) -> None:
         receive = self.conn.receive
@@ -164,7 +187,7 @@ class Session:
             )
         if self._rejected >= self.limits.flood_close_after:
             self.log.warning("connection.flood", rejected=self._rejected)
-            self._tg.start_soon(self.close, 1008, "too many messages")
+            self._tg.start_soon(self.close, CloseReason.POLICY, "too many messages")
 
     def _spawn_handler(self, handler: Any, frame: Any) -> None:
         # Slow handlers (a store, an application's I/O) run beside the reader, so STOP and
@@ -221,7 +244,7 @@ class Session:
             now = time.monotonic()
             if now - self._last_frame > lim.idle_timeout and not self._streaming():
                 self.log.info("connection.idle", idle_timeout=lim.idle_timeout)
-                await self.close(1001, "idle timeout")
+                await self.close(CloseReason.GOING_AWAY, "idle timeout")
                 return
             # Progress is counted in bytes actually written, frame by frame: a slow but
             # steady reader is never taken for a dead one.
@@ -234,7 +257,7 @@ class Session:
                     # close frame itself may not fit in a full buffer).
                     self._writer_scope.cancel()
                     with anyio.move_on_after(1.0):
-                        await self.close(1008, "client too slow to read")
+                        await self.close(CloseReason.POLICY, "client too slow to read")
                     self._tg.cancel_scope.cancel()
                     return
             else:
@@ -244,7 +267,7 @@ class Session:
     def _streaming(self) -> bool:
         return any(not sub.source.sealed for sub in self.subscriptions.values())
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CloseReason.NORMAL, reason: str = "") -> None:
         """Close the connection (bounded in time by the adapter)."""
         self.closed = True
         try:
@@ -259,7 +282,7 @@ class Session:
         with anyio.move_on_after(timeout):
             await self.outbox.wait_flushed()
         with anyio.move_on_after(1.0):
-            await self.close(1001, "server shutdown")
+            await self.close(CloseReason.GOING_AWAY, "server shutdown")
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 

@@ -6,9 +6,11 @@ live in the file: API keys and the JWT secret come from the environment.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -30,6 +32,7 @@ __all__ = [
     "SecurityConfig",
     "FeaturesConfig",
     "RunsConfig",
+    "RedisConfig",
     "load_config",
 ]
 
@@ -135,6 +138,17 @@ class RunsConfig(_Section):
     cleanup_timeout: float = 5.0
 
 
+class RedisConfig(_Section):
+    """``[redis]``: a shared backend for several workers (off when ``url`` is unset)."""
+
+    #: ``redis://host:port/db``; unset: everything stays in this process's memory.
+    url: Union[str, None] = None
+    #: prefix of every key and channel, so several apps can share one server.
+    key_prefix: str = "streamcore:"
+    #: milliseconds a run's appends may wait to be sent in one pipelined batch.
+    flush_interval_ms: float = 2.0
+
+
 class SecurityConfig(_Section):
     """``[security]``: the Origin allow-list; empty means any Origin (documented)."""
 
@@ -161,6 +175,7 @@ class Config(_Section):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     runs: RunsConfig = msgspec.field(default_factory=RunsConfig)
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     features: FeaturesConfig = msgspec.field(default_factory=FeaturesConfig)
 
@@ -221,21 +236,139 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("auth: set jwt_secret (HS256) or jwt_public_key (RS256/ES256), not both")
 
 
+#: Prefix of every environment variable that sets a config key.
+ENV_PREFIX = "STREAMCORE_"
+#: Short names kept from 0.1, each equal to its canonical ``STREAMCORE_<SECTION>_<KEY>``.
+ENV_ALIASES = {
+    "STREAMCORE_PROVIDER": "STREAMCORE_PROVIDER_NAME",
+    "STREAMCORE_MODEL": "STREAMCORE_PROVIDER_MODEL",
+    "STREAMCORE_JWT_SECRET": "STREAMCORE_AUTH_JWT_SECRET",
+}
+#: STREAMCORE_* variables that are not config keys.
+ENV_OTHER = frozenset({"STREAMCORE_CONFIG"})
+
+
+def _struct_type(tp: Any) -> Any:
+    """The Struct class of a section field (``ServerConfig``, or inside ``Optional``)."""
+    for candidate in (tp, *typing.get_args(tp)):
+        if isinstance(candidate, type) and issubclass(candidate, msgspec.Struct):
+            return candidate
+    return None
+
+
+def env_variables(config_type: type | None = None) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """Every environment variable that sets a config key: ``{name: ((section, key), type)}``.
+
+    Derived from the Struct fields of :class:`Config`, so a new key is settable from the
+    environment as soon as it exists: ``[limits] max_message_bytes`` is
+    ``STREAMCORE_LIMITS_MAX_MESSAGE_BYTES``. A top-level key outside any section would be
+    ``STREAMCORE_<KEY>``.
+    """
+    config_type = Config if config_type is None else config_type
+    names: dict[str, tuple[tuple[str, ...], Any]] = {}
+    for field in msgspec.structs.fields(config_type):
+        section = _struct_type(field.type)
+        if section is None:
+            names[f"{ENV_PREFIX}{field.encode_name}".upper()] = ((field.encode_name,), field.type)
+            continue
+        for key in msgspec.structs.fields(section):
+            name = f"{ENV_PREFIX}{field.encode_name}_{key.encode_name}".upper()
+            names[name] = ((field.encode_name, key.encode_name), key.type)
+    return names
+
+
+def _accepts(value: Any, tp: Any) -> bool:
+    try:
+        msgspec.convert(value, tp)
+    except (msgspec.ValidationError, TypeError, ConfigError):
+        return False
+    return True
+
+
+def parse_env_value(text: str, tp: Any = Any) -> Any:
+    """An environment value: a TOML value when it parses as one and fits ``tp``, else the text.
+
+    ``2048`` is an integer, ``true`` a boolean, ``["https://a.example"]`` an array,
+    ``{ temperature = 0.3 }`` a table; ``127.0.0.1``, ``/ws`` and ``demo`` stay strings, and
+    so does ``123`` for a string key (a model named ``123``).
+    """
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    if tp is Any or _accepts(value, tp) or not _accepts(text, tp):
+        return value
+    return text
+
+
+def _from_env(env: typing.Mapping[str, str]) -> tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], str]]:
+    """Config values set by the environment, and the variable that set each."""
+    known = env_variables()
+    values: dict[tuple[str, ...], Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    unknown: list[str] = []
+    sections = {path[0].upper() for path, _ in known.values() if len(path) == 2}
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_OTHER:
+            continue
+        canonical = ENV_ALIASES.get(name, name)
+        if canonical not in known:
+            rest = name[len(ENV_PREFIX):]
+            # Only what looks like a config key: a known section, or a near miss of a key.
+            if any(rest.startswith(section + "_") for section in sections) or difflib.get_close_matches(
+                name, list(known) + list(ENV_ALIASES), n=1, cutoff=0.85
+            ):
+                unknown.append(name)
+            continue
+        if text == "":  # an empty variable counts as unset
+            continue
+        path, tp = known[canonical]
+        value = parse_env_value(text, tp)
+        if path in values and values[path] != value:
+            raise ConfigError(
+                f"${origin[path]} and ${name} both set {'.'.join(path)} and disagree: keep one"
+            )
+        values[path] = value
+        origin[path] = name
+    if unknown:
+        hints = []
+        for name in sorted(unknown):
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+            hints.append(f"${name}" + (f" (did you mean ${close[0]}?)" if close else ""))
+        raise ConfigError(
+            "unknown environment variable" + ("s " if len(hints) > 1 else " ") + ", ".join(hints)
+            + f": a config key [section] key is set by {ENV_PREFIX}<SECTION>_<KEY>"
+        )
+    return values, origin
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
-    env: dict[str, str] | None = None,
+    env: typing.Mapping[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Config:
     """Load the configuration.
 
-    Precedence, lowest first: defaults, the TOML file (``path`` or ``STREAMCORE_CONFIG``),
-    the environment (``STREAMCORE_PROVIDER``, ``STREAMCORE_MODEL``,
-    ``STREAMCORE_JWT_SECRET``), then ``overrides`` (the CLI flags), given as
-    ``{"provider.name": "demo", "server.port": 9000}``.
+    Precedence, lowest first: defaults, the TOML file (``path`` or ``$STREAMCORE_CONFIG``),
+    the environment, then ``overrides`` (the CLI flags), given as
+    ``{"provider.name": "demo", "server.port": 9000}`` (``None`` values are ignored).
+
+    Every key can come from the environment as ``STREAMCORE_<SECTION>_<KEY>`` in upper
+    case (``STREAMCORE_LIMITS_MAX_MESSAGE_BYTES=2048``, ``STREAMCORE_SERVER_PORT=9000``).
+    A value is read as a TOML value when it parses as one of the key's type (numbers,
+    ``true``/``false``, ``["a", "b"]`` arrays, ``{ k = 1 }`` tables, which replace the
+    file's table), else as a string; an empty variable counts as unset. The short
+    ``STREAMCORE_PROVIDER``, ``STREAMCORE_MODEL`` and ``STREAMCORE_JWT_SECRET`` still work.
+
+    Args:
+        path: TOML file; ``$STREAMCORE_CONFIG`` when omitted; defaults alone when neither.
+        env: the environment to read (``os.environ``).
+        overrides: dotted keys set last.
 
     Raises:
-        ConfigError: naming the file and the offending key.
+        ConfigError: naming the file or variable and the offending key, including for a
+            ``STREAMCORE_<SECTION>_...`` variable that names no key.
     """
     env = os.environ if env is None else env
     path = path or env.get("STREAMCORE_CONFIG") or None
@@ -249,26 +382,35 @@ def load_config(
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    dotted: dict[str, Any] = {}
-    if env.get("STREAMCORE_PROVIDER"):
-        dotted["provider.name"] = env["STREAMCORE_PROVIDER"]
-    if env.get("STREAMCORE_MODEL"):
-        dotted["provider.model"] = env["STREAMCORE_MODEL"]
-    if env.get("STREAMCORE_JWT_SECRET"):
-        dotted["auth.jwt_secret"] = env["STREAMCORE_JWT_SECRET"]
-    dotted.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    for key, value in dotted.items():
-        section, _, name = key.partition(".")
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise ConfigError(f"{source}: [{section}] must be a table")
-        raw[section][name] = value
+    values, origin = _from_env(env)
+    env_origin = {".".join(k): f"${name}" for k, name in origin.items()}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[tuple(key.split(".", 1))] = value
+            env_origin.pop(key, None)
+            env_origin[key] = "command line"
+    for keys, value in values.items():
+        table = raw
+        for part in keys[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{source}: [{part}] must be a table")
+        table[keys[-1]] = value
     try:
         return msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc)}") from None
+        text = _describe(exc)
+        raise ConfigError(f"{_source_of(text, env_origin, source)}: {text}") from None
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{_source_of(str(exc), env_origin, source)}: {exc}") from None
+
+
+def _source_of(message: str, origin: dict[str, str], default: str) -> str:
+    """Where the key a message names came from: ``$STREAMCORE_...``, command line, or the file."""
+    for key, where in origin.items():
+        if f"`{key}`" in message or message.startswith(key + " ") or message.startswith(key + ":"):
+            return where
+    return default
 
 
 def _describe(exc: msgspec.ValidationError) -> str:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Run", "Subscription", "Conversation"]
 
 _log = structlog.get_logger("streamcore")
-_TEXT, _REASONING, _ENDED = Kind.TEXT, Kind.REASONING, Kind.ENDED
+_TEXT, _REASONING = Kind.TEXT, Kind.REASONING
 
 
 class Conversation:
@@ -85,8 +85,14 @@ class Subscription:
         self._encode_entry = codec.encode_entry
 
     def deliver(self, entry: tuple) -> None:
-        """Put one live entry in the outbox, or fall behind when the outbox is full."""
-        if self.lagging or self.closed:
+        """Put one entry in the outbox, or fall behind when the outbox is full.
+
+        The per-chunk path: the outbox's chunk merging is inlined here (one call per
+        chunk instead of two). Entries arrive in seq order, each once: a replay and the
+        live tail never overlap, because attaching happens right after the replay with
+        no await between them.
+        """
+        if self.lagging:
             return
         outbox = self._outbox
         if outbox.pending > outbox.limit:
@@ -94,12 +100,20 @@ class Subscription:
             outbox.lagging.append(self)
             return
         seq, kind, payload = entry
-        if seq <= self.cursor:
-            return  # already delivered (a replay and the live tail may overlap by one)
-        if kind == _TEXT:
-            outbox.put_chunk(self.text, payload, seq)
-        elif kind == _REASONING:
-            outbox.put_chunk(self.reasoning, payload, seq)
+        if kind == _TEXT or kind == _REASONING:
+            stream = self.text if kind == _TEXT else self.reasoning
+            outbox.pending += len(payload)
+            items = outbox._items
+            if items:
+                last = items[-1]
+                if type(last) is list and last[0] is stream and stream.merge:
+                    last[1] = seq
+                    last.append(payload)
+                    self.cursor = seq
+                    return
+            items.append([stream, seq, payload])
+            if outbox._writer_waiting:
+                outbox._ready.set()
         else:
             try:
                 outbox.put(self._encode_entry(entry, self.message_id, self.metadata, self.request_id))
@@ -107,8 +121,6 @@ class Subscription:
                 # An application payload that cannot be encoded: skip it, keep the stream.
                 _log.exception("run.encode_failed", message_id=self.message_id, seq=seq)
         self.cursor = seq
-        if kind == _ENDED and self.source.sealed:
-            self.close()
 
     def pump(self) -> None:
         """Deliver what the source holds after the cursor, until the outbox is full."""
@@ -216,8 +228,8 @@ class Run:
         if self.scope is not None:
             self.scope.cancel()
 
-    def _emit(self, entry: tuple, size: int = 0) -> None:
-        self.writer.append(entry, size)
+    def _emit(self, entry: tuple) -> None:
+        self.writer.append(entry)
         for sub in self.subscribers:
             sub.deliver(entry)
 
@@ -269,7 +281,7 @@ class Run:
                                 continue
                             else:
                                 entry = reasoning_delta(item)
-                            append(entry, len(item))
+                            append(entry)
                             for sub in subscribers:
                                 sub.deliver(entry)
                             if machine.size > max_bytes:

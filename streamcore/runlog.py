@@ -38,10 +38,18 @@ class RunInfo:
 
 
 class LogWriter(Protocol):
-    """A run's handle on the log. ``append`` is called once per delta: it must not block."""
+    """A run's handle on the log.
 
-    def append(self, entry: Entry, size: int) -> None:
-        """Record ``entry`` (``size``: its text length, for the byte bounds)."""
+    Attributes:
+        entries: every entry appended so far, in order (the run reads it for its local
+            readers; a shared backend keeps its own copy too).
+    """
+
+    entries: list[Entry]
+
+    def append(self, entry: Entry) -> None:
+        """Record ``entry``. Called once per delta: it must not block or await (a shared
+        backend buffers and sends in the background)."""
 
     def finish(self) -> None:
         """The run sealed: start its retention period."""
@@ -77,46 +85,36 @@ class RunLog(Protocol):
 class _Record:
     """One run's entries in memory; also its :class:`LogWriter`."""
 
-    __slots__ = ("run_id", "owner", "entries", "bytes", "done", "ended_at", "_log", "_waiter")
+    __slots__ = ("run_id", "owner", "entries", "append", "bytes", "done", "ended_at", "_log")
 
     def __init__(self, log: MemoryRunLog, run_id: str, owner: str) -> None:
         self.run_id = run_id
         self.owner = owner
         self.entries: list[Entry] = []
+        #: the per-delta call is the list's own append: nothing else to do in memory.
+        self.append = self.entries.append
         self.bytes = 0
         self.done = False
         self.ended_at = 0.0
         self._log = log
-        self._waiter: anyio.Event | None = None
 
-    def append(self, entry: Entry, size: int) -> None:
-        self.entries.append(entry)
-        # Non-text entries count a fixed overhead so a run of many tiny events is bounded too.
-        size += 64
-        self.bytes += size
-        self._log.bytes += size
-        if self._waiter is not None:
-            self._waiter.set()
-            self._waiter = None
+    @property
+    def sealed(self) -> bool:
+        return self.done
 
     def finish(self) -> None:
         if self.done:
             return
         self.done = True
         self.ended_at = self._log.clock()
+        # Counted once, at the end: a running run is bounded by max_run_bytes already, and
+        # the per-delta path stays a bare list append. Non-text entries count 64 bytes.
+        self.bytes = sum(len(p) if type(p) is str else 64 for _, _, p in self.entries)
+        self._log.bytes += self.bytes
         self._log._finished(self)
-        if self._waiter is not None:
-            self._waiter.set()
-            self._waiter = None
 
     async def flush(self) -> None:
         return None
-
-    async def wait(self, timeout: float) -> None:
-        if self._waiter is None:
-            self._waiter = anyio.Event()
-        with anyio.move_on_after(timeout):
-            await self._waiter.wait()
 
 
 class MemoryRunLog:
@@ -125,7 +123,8 @@ class MemoryRunLog:
     Args:
         retention: seconds a finished run stays readable.
         max_runs: runs kept, running and finished.
-        max_bytes: text bytes kept in all.
+        max_bytes: text bytes kept in all by finished runs (running ones are bounded by
+            ``[runs] max_run_bytes`` each and ``[limits] max_generations`` in number).
         clock: seconds, monotonic (tests pass a fake one to expire runs without waiting).
     """
 
@@ -181,8 +180,11 @@ class MemoryRunLog:
         record = self.get(run_id)
         if record is None:
             return [], True
-        if wait > 0 and not record.done and not _after(record.entries, after):
-            await record.wait(wait)
+        # In one process live runs are read through the Run itself; this wait serves other
+        # readers (tests, tools) by polling, so appends stay a bare list append.
+        deadline = anyio.current_time() + wait
+        while not record.done and not _after(record.entries, after) and anyio.current_time() < deadline:
+            await anyio.sleep(min(0.01, wait))
         return _after(record.entries, after), record.done
 
     async def aclose(self) -> None:

@@ -44,12 +44,12 @@ def bench_codec(n: int) -> dict[str, Any]:
     # Indexes cycle as in messages of 500 chunks.
     def streamcore_chunk(k):
         for i in range(k):
-            encode(CONTENT, i % 500, stamp())  # a clock read per frame, the worst case
+            encode(CONTENT, i % 500, i, stamp())  # a clock read per frame, the worst case
 
     def streamcore_batched(k):
         s = stamp()  # the writer reads the clock once per batch of pending frames
         for i in range(k):
-            encode(CONTENT, i % 500, s)
+            encode(CONTENT, i % 500, i, s)
 
     dumps = json.dumps
 

@@ -1,23 +1,33 @@
 """The ``demo`` provider: offline, deterministic, readable, paced like a real model.
 
 It needs no key and no network, so ``streamcore serve`` works anywhere. The same request
-always yields the same reply, which makes it useful in tests too.
+always yields the same reply, which makes it useful in tests too. With ``reasoning = true``
+it "thinks" first: a few deterministic reasoning deltas before the answer, as a reasoning
+model does, so clients can be built against ``AI_REASONING_CHUNK`` offline.
+
+Replies are produced lazily, word by word, in time linear in their length, and the stream
+gives the event loop a turn at least every :data:`YIELD_EVERY` deltas even with
+``delay_ms = 0``: a reply of any length never blocks the loop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import AsyncIterator, Union
+from typing import AsyncIterator, Iterator, Union
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from streamcore.errors import ConfigError
-from streamcore.protocol import Usage
-from streamcore.provider import Completion, GenerationRequest
+from streamcore.events import Completion, Reasoning, Usage
+from streamcore.provider import GenerationRequest
 
-__all__ = ["DemoProvider"]
+__all__ = ["DemoProvider", "YIELD_EVERY"]
+
+#: With no delay, the stream checkpoints (lets other tasks run) once per this many deltas.
+YIELD_EVERY = 256
 
 _OPENINGS = [
     "Good question.",
@@ -46,10 +56,20 @@ _STEP_TITLES = [
 ]
 
 
+# Each sentence as its word pieces (a trailing space on every word): built once.
+_SENTENCE_PIECES = [tuple(w + " " for w in s.split()) for s in _SENTENCES]
+_PLANS = {
+    "chat": "I will acknowledge the question, then give practical advice, the most useful point first.",
+    "objective": "I need one JSON object: a title, a description and a few concrete, ordered steps.",
+    "follow_up": "I will suggest three short follow-up questions that go deeper into the topic.",
+}
+
+
 class _Options(msgspec.Struct, forbid_unknown_fields=True):
     delay_ms: float = 25.0
     words: int = 60
     max_tokens: Union[int, None] = None
+    reasoning: bool = False
 
 
 class DemoProvider:
@@ -60,6 +80,10 @@ class DemoProvider:
         delay_ms: pause between chunks, to look like a real model (0: as fast as possible).
         words: how many words a chat reply has.
         max_tokens: cut replies after this many chunks, ending with ``length``.
+        reasoning: stream a few reasoning deltas before the answer.
+
+    ``delay_ms``, ``words``, ``max_tokens`` and ``reasoning`` can also be set per request
+    (``GenerationRequest.options``).
     """
 
     name = "demo"
@@ -75,31 +99,49 @@ class DemoProvider:
         self.delay = opts.delay_ms / 1000
         self.words = opts.words
         self.max_tokens = opts.max_tokens
+        self.reasoning = opts.reasoning
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Union[str, Completion]]:
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Union[str, Reasoning, Completion]]:
         options = request.options
-        words = int(options.get("words", self.words))
-        delay = float(options.get("delay_ms", self.delay * 1000)) / 1000
+        words = max(1, int(options.get("words", self.words)))
+        delay = max(0.0, float(options.get("delay_ms", self.delay * 1000)) / 1000)
         max_tokens = options.get("max_tokens", self.max_tokens)
+        reasoning = options.get("reasoning", self.reasoning) is True
         prompt = request.messages[-1].content if request.messages else ""
+        pieces: Iterator[str]
         if request.purpose == "objective" and request.objective is not None:
-            pieces = _objective_json(request.objective).split(" ")
-            pieces = [p + " " for p in pieces[:-1]] + [pieces[-1]]
+            parts = _objective_json(request.objective).split(" ")
+            count = len(parts)
+            pieces = iter([p + " " for p in parts[:-1]] + [parts[-1]])
+            prompt = request.objective.prompt
         elif request.purpose == "follow_up":
-            pieces = [json.dumps(_follow_ups(request))]
+            count, pieces = 1, iter([json.dumps(_follow_ups(request))])
         else:
-            pieces = _reply_words(prompt, words, len(request.messages))
+            count, pieces = words, _reply_words(prompt, words, len(request.messages))
         finish = "complete"
-        if isinstance(max_tokens, int) and 0 < max_tokens < len(pieces):
-            pieces, finish = pieces[:max_tokens], "length"
+        if isinstance(max_tokens, int) and 0 < max_tokens < count:
+            count, finish = max_tokens, "length"
+        thoughts = _reasoning(prompt, request.purpose) if reasoning else ()
+        sent = 0
+        for thought in thoughts:
+            if delay:
+                await anyio.sleep(delay)
+            yield Reasoning(thought)
         for piece in pieces:
             if delay:
                 await anyio.sleep(delay)
+            elif not sent % YIELD_EVERY:
+                await anyio.lowlevel.checkpoint()
             yield piece
+            sent += 1
+            if sent == count:
+                break
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        completion_tokens = sent + len(thoughts)
         yield Completion(
             finish_reason=finish,
-            usage=Usage(prompt_tokens, len(pieces), prompt_tokens + len(pieces)),
+            usage=Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens,
+                        len(thoughts) if reasoning else None),
             model=request.model or self.model,
         )
 
@@ -109,19 +151,44 @@ def _seed(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
-def _reply_words(prompt: str, words: int, turn: int) -> list[str]:
+def _reply_words(prompt: str, words: int, turn: int) -> Iterator[str]:
+    """The reply's ``words`` pieces, lazily: each word with a space, the last without.
+
+    Linear in ``words``: an opening, then the sentences walked with a step coprime to their
+    count (no repeats until all are used).
+    """
     seed = _seed(f"{turn}:{prompt}")
     quoted = " ".join(prompt.split()[:12])
-    text = [f"{_OPENINGS[seed % len(_OPENINGS)]} You asked: \u201c{quoted}\u201d."]
-    # Walk the sentences with a step coprime to their count: no repeats until all are used.
-    n = len(_SENTENCES)
+    opening = f"{_OPENINGS[seed % len(_OPENINGS)]} You asked: \u201c{quoted}\u201d.".split()
+    n = len(_SENTENCE_PIECES)
     step = (1, 2, 4, 5, 7, 8)[seed % 6] if n == 9 else 1
+    left = words
+    for word in opening:
+        left -= 1
+        if not left:
+            yield word
+            return
+        yield word + " "
     k = seed
-    while sum(len(t.split()) for t in text) < words:
-        text.append(_SENTENCES[k % n])
+    while True:
+        for piece in _SENTENCE_PIECES[k % n]:
+            left -= 1
+            if not left:
+                yield piece[:-1]
+                return
+            yield piece
         k += step
-    tokens = " ".join(text).split()[:words]
-    return [t + " " for t in tokens[:-1]] + [tokens[-1]]
+
+
+def _reasoning(prompt: str, purpose: str) -> tuple[str, ...]:
+    """Deterministic "thinking" for a prompt, as word pieces (the last without a space)."""
+    quoted = " ".join(prompt.split()[:12]) or "nothing in particular"
+    text = (
+        f"The user asks about \u201c{quoted}\u201d. "
+        + _PLANS.get(purpose, _PLANS["chat"])
+        + " Keep it concrete and short."
+    ).split()
+    return tuple(w + " " for w in text[:-1]) + (text[-1],)
 
 
 def _objective_json(spec) -> str:

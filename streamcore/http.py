@@ -55,7 +55,7 @@ class StaticRoutes:
         self.ws_path = ws_path
         self.static = static
         self._cache: dict[str, bytes] = {}
-        self._favicon_type = _TYPES[".svg"]
+        self._favicons: dict[str, tuple[bytes, str]] = {}
 
     def respond(self, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
         """Return ``(status, headers, body)`` for ``GET path``."""
@@ -76,7 +76,7 @@ class StaticRoutes:
         if not self.static:
             return 404, [("Content-Type", _TEXT)], b"not found\n"
         if path in _FAVICONS:
-            return self._favicon()
+            return self._favicon(path)
         name = _FILES.get(path)
         if name is None:
             return 404, [("Content-Type", _TEXT)], b"not found\n"
@@ -93,22 +93,23 @@ class StaticRoutes:
         ]
         return 200, headers, body
 
-    def _favicon(self) -> tuple[int, list[tuple[str, str]], bytes]:
-        """The favicon file of ``streamcore/static`` (``.ico``, else ``.svg``), else a built-in SVG."""
-        cached = self._cache.get("favicon")
+    def _favicon(self, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The favicon file asked for, else the other one of ``streamcore/static``, else a built-in SVG."""
+        cached = self._favicons.get(path)
         if cached is None:
-            cached, kind = _BUILTIN_FAVICON, ".svg"
+            cached = (_BUILTIN_FAVICON, _TYPES[".svg"])
+            asked = path.lstrip("/")
             folder = resources.files("streamcore.static")
-            for name in ("favicon.ico", "favicon.svg"):
+            for name in sorted(("favicon.ico", "favicon.svg"), key=lambda n: n != asked):
                 candidate = folder.joinpath(name)
                 if candidate.is_file():
-                    cached, kind = candidate.read_bytes(), name[name.rindex("."):]
+                    cached = (candidate.read_bytes(), _TYPES[name[name.rindex("."):]])
                     break
-            self._cache["favicon"] = cached
-            self._favicon_type = _TYPES[kind]
+            self._favicons[path] = cached
+        body, kind = cached
         headers = [
-            ("Content-Type", self._favicon_type),
+            ("Content-Type", kind),
             ("Cache-Control", "public, max-age=86400"),
             ("X-Content-Type-Options", "nosniff"),
         ]
-        return 200, headers, cached
+        return 200, headers, body

@@ -112,6 +112,11 @@ class RunMachine:
         self._go(Input.START)
         return self._entry(Kind.STARTED, Started(self.message_id, model))
 
+    def expect_streaming(self) -> None:
+        """Raise unless deltas are legal now (a driver that logs deltas inline checks once)."""
+        if self.state is not _STREAMING:
+            self._go(Input.TEXT)
+
     def text_delta(self, delta: str) -> Entry:
         """Log a piece of the answer. The per-chunk path: one state check, no table look-up."""
         if self.state is not _STREAMING:

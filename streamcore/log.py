@@ -25,7 +25,7 @@ from typing import Any, MutableMapping
 
 import structlog
 
-__all__ = ["RESERVED_RENAMES", "get_logger", "to_stdlib"]
+__all__ = ["RESERVED_RENAMES", "configure_logging", "get_logger", "to_stdlib"]
 
 # LogRecord attributes an ``extra`` may not overwrite (logging raises KeyError): a key
 # of this name is passed on with a trailing underscore (``name`` becomes ``name_``).
@@ -129,6 +129,67 @@ def get_logger(name: str = "streamcore", **initial_values: Any) -> StdlibBoundLo
         **initial_values: key-values bound to every record of this logger.
     """
     return StdlibBoundLogger(logging.getLogger(name), list(_PROCESSORS), dict(initial_values))
+
+
+def configure_logging(
+    fmt: str = "console", level: str | int = "info", stream: Any = None, *, route_structlog: bool = True
+) -> logging.Handler:
+    """Configure stdlib logging for a program: one line per record, console or JSON.
+
+    For programs (``streamcore serve`` calls it), never called by the library. Records of
+    every logger reach one handler on the root logger; ``streamcore`` records at ``level``
+    and above, other libraries' at WARNING and above. Key-values passed through
+    :func:`get_logger` (and any ``extra``) are rendered as fields.
+
+    Args:
+        fmt: ``"console"`` (human-readable, coloured on a terminal) or ``"json"`` (one
+            JSON object a line: ``event``, ``level``, ``logger``, ``timestamp``, fields).
+        level: level name or number of the ``streamcore`` loggers.
+        stream: where lines go (``sys.stderr``).
+        route_structlog: also configure structlog globally so that code logging with
+            ``structlog.get_logger()`` writes to the same stdlib handler (a program may
+            configure structlog; a library must not).
+
+    Returns:
+        The installed handler (remove it from the root logger to undo).
+    """
+    if fmt not in ("console", "json"):
+        raise ValueError(f"log format must be 'console' or 'json', not {fmt!r}")
+    stream = sys.stderr if stream is None else stream
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}")
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+        tail: list[Any] = [structlog.processors.format_exc_info, renderer]
+    else:
+        isatty = getattr(stream, "isatty", None)
+        renderer = structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty()))
+        tail = [renderer]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("streamcore").setLevel(numeric)
+    if route_structlog:
+        structlog.configure(
+            processors=list(_PROCESSORS),
+            wrapper_class=StdlibBoundLogger,
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            cache_logger_on_first_use=True,
+        )
+    return handler
 
 
 # A library adds no handler but this one: without any logging configuration, records are

@@ -116,6 +116,7 @@ class Outbox:
         self._items.append(frame)
         self.pending += len(frame)
         if self._writer_waiting:
+            self._writer_waiting = False  # one wake-up per batch, not per frame
             self._ready.set()
 
     def put_chunk(self, stream: ChunkStream, content: str, seq: int) -> None:
@@ -130,6 +131,7 @@ class Outbox:
                 return
         items.append([stream, seq, content])
         if self._writer_waiting:
+            self._writer_waiting = False
             self._ready.set()
 
     def take(self) -> list[bytes]:

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
+from .log import get_logger
 
 from .errors import ProviderError, StreamcoreError
 from .events import STOP_REASONS, Completion, Failure, Kind, Reasoning, Usage
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "Subscription", "Conversation"]
 
-_log = structlog.get_logger("streamcore")
+_log = get_logger("streamcore")
 _TEXT, _REASONING = Kind.TEXT, Kind.REASONING
 
 
@@ -113,6 +113,7 @@ class Subscription:
                     return
             items.append([stream, seq, payload])
             if outbox._writer_waiting:
+                outbox._writer_waiting = False  # one wake-up per batch, not per chunk
                 outbox._ready.set()
         else:
             try:
@@ -259,9 +260,11 @@ class Run:
                     scope.deadline = start + min(lim.first_chunk_timeout, lim.generation_timeout)
                     request = await self._prepare()
                     stream = provider.stream(request)
-                    # The per-chunk path: locals only, one state check in the machine.
-                    text_delta = machine.text_delta
+                    # The per-chunk path: locals only. A text delta does what
+                    # RunMachine.text_delta does, inline (a method call per chunk is
+                    # measurable here); the state is checked once, at START.
                     reasoning_delta = machine.reasoning_delta
+                    parts_append = machine.parts.append
                     append = self.writer.append
                     subscribers = self.subscribers
                     async for item in stream:
@@ -273,10 +276,14 @@ class Run:
                                 _check_encodable(item)
                             if ttft is None:
                                 self._emit(machine.start(model))
+                                machine.expect_streaming()
                                 scope.deadline = start + lim.generation_timeout
                                 ttft = time.perf_counter() - self.t0
                             if kind is str:
-                                entry = text_delta(item)
+                                parts_append(item)
+                                machine.size += len(item)
+                                seq = machine.seq = machine.seq + 1
+                                entry = (seq, _TEXT, item)
                             elif hide_reasoning:
                                 continue
                             else:
@@ -420,7 +427,7 @@ class Run:
         if self.machine.state is RunState.ENDED:
             self.machine.seal()
         self.sealed = True
-        self.writer.finish()
+        self.writer.finish(self.machine.size)
         for sub in list(self.subscribers):
             if not sub.lagging:
                 sub.close()

@@ -51,8 +51,8 @@ class LogWriter(Protocol):
         """Record ``entry``. Called once per delta: it must not block or await (a shared
         backend buffers and sends in the background)."""
 
-    def finish(self) -> None:
-        """The run sealed: start its retention period."""
+    def finish(self, size: int = 0) -> None:
+        """The run sealed: start its retention period (``size``: the text it logged)."""
 
     async def flush(self) -> None:
         """Wait until what was appended is durable (a no-op in memory)."""
@@ -102,14 +102,14 @@ class _Record:
     def sealed(self) -> bool:
         return self.done
 
-    def finish(self) -> None:
+    def finish(self, size: int = 0) -> None:
         if self.done:
             return
         self.done = True
         self.ended_at = self._log.clock()
         # Counted once, at the end: a running run is bounded by max_run_bytes already, and
-        # the per-delta path stays a bare list append. Non-text entries count 64 bytes.
-        self.bytes = sum(len(p) if type(p) is str else 64 for _, _, p in self.entries)
+        # the per-delta path stays a bare list append. Each entry counts 64 bytes more.
+        self.bytes = size + 64 * len(self.entries)
         self._log.bytes += self.bytes
         self._log._finished(self)
 
@@ -199,7 +199,9 @@ class MemoryRunLog:
     def _expire(self) -> None:
         # Finished runs expire in the order they finished: stop at the first still kept.
         now = self.clock()
-        for run_id in list(self._finished_order):
+        order = self._finished_order
+        while order:
+            run_id = next(iter(order))
             record = self._runs.get(run_id)
             if record is not None and now - record.ended_at <= self.retention:
                 break

@@ -93,19 +93,44 @@ class FakeOpenAI:
     """A local server speaking the OpenAI chat-completions streaming format, on 127.0.0.1.
 
     It stands in for a paid remote API at the HTTP boundary, so providers run their real
-    code (SDK, HTTP client, SSE parsing) against it. The requested ``model`` picks the
-    behaviour:
+    code (SDK, HTTP client, SSE parsing) against it. The requested ``model`` (its last
+    ``/``-separated part) picks the behaviour:
 
     - ``ok`` (anything else): streams ``chunks`` deltas of ``text``, then ``[DONE]``;
+    - ``json``: streams ``json_text`` (for structured output);
     - ``rate-limit``: 429 with ``retry-after: 7``;
     - ``unauthorized`` / ``forbidden`` / ``not-found``: 401 / 403 / 404;
-    - ``bad-request``: 400; ``server-error``: 500;
+    - ``bad-request``: 400; ``context-length``: 400 whose body says the context window is
+      exceeded; ``server-error`` / ``bad-gateway`` / ``unavailable``: 500 / 502 / 503;
+    - ``error-flood``: 500 whose body never ends (``endless_bytes`` at most);
+    - ``json-error``: 200 with a JSON ``{"error": ...}`` body instead of a stream;
     - ``break``: streams ``break_after`` chunks, then drops the connection mid-body;
-    - ``slow``: waits ``slow_seconds`` before the first chunk;
-    - ``json``: streams ``json_text`` (for structured output).
+    - ``reset``: streams ``break_after`` chunks, then resets the connection (TCP RST);
+      ``reset-early``: resets it before answering;
+    - ``slow``: waits ``slow_seconds`` before the first chunk (status line sent);
+      ``hang``: streams ``break_after`` chunks, then waits ``slow_seconds``;
+    - ``error-midway``: streams ``break_after`` chunks, then an OpenAI-style
+      ``data: {"error": {...}}`` event (as vLLM, OpenRouter and LiteLLM's proxy do), then
+      ``[DONE]``; ``error-named``: the same as an ``event: error`` event;
+    - ``malformed-data``: streams ``break_after`` chunks, then a ``data:`` line that is not
+      JSON; ``malformed-sse``: a valid stream with garbage lines and unknown fields in
+      between (a tolerant client ignores them);
+    - ``quirky``: a valid stream in every legal SSE shape: CRLF line ends, comments,
+      ``id:``/``retry:`` fields, ``data:`` without a space, one event's JSON spread over
+      several ``data:`` lines, sent in HTTP chunks of ``fragment`` bytes;
+    - ``endless``: streams ``break_after`` chunks, then one ``data:`` line that never ends
+      (``endless_bytes`` at most, then the body ends); ``endless-event``: the same with
+      short ``data:`` lines and no blank line, an event that never ends;
+    - ``reasoning``: ``reasoning_text`` as ``delta.reasoning_content`` deltas (DeepSeek,
+      LiteLLM's proxy), then the answer, with ``usage.completion_tokens_details
+      .reasoning_tokens``; ``reasoning-alt``: the same with ``delta.reasoning`` (vLLM,
+      OpenRouter, Ollama); ``reasoning-both``: both fields, same text, in each delta.
 
     Use as ``async with FakeOpenAI() as api: api.base_url``; ``api.requests`` records
-    every request body, ``api.closed_early`` counts streams the client abandoned.
+    every request body, ``api.closed_early`` counts streams the client abandoned,
+    ``api.body_bytes`` the bytes of the last response body sent (``endless``,
+    ``error-flood``). ``await api.wait_requests(n)`` and ``await api.wait_closed_early(n)``
+    wait (without polling) until that many requests arrived or streams were abandoned.
     """
 
     def __init__(
@@ -118,6 +143,9 @@ class FakeOpenAI:
         json_text: str = "",
         delay: float = 0.0,
         burst: bool = False,
+        reasoning_text: str = "L'utilisateur dit bonjour : je réponds poliment.",
+        endless_bytes: int = 64 << 20,
+        fragment: int = 7,
     ) -> None:
         self.text = text
         self.chunks = chunks
@@ -126,17 +154,39 @@ class FakeOpenAI:
         self.json_text = json_text
         self.delay = delay
         self.burst = burst
+        self.reasoning_text = reasoning_text
+        self.endless_bytes = endless_bytes
+        self.fragment = fragment
         self._burst_cache: dict[str, bytes] = {}
         self.requests: list[dict[str, Any]] = []
         self.closed_early = 0
+        self.body_bytes = 0
         self.port = 0
         self._tg: Any = None
+        self._changed: Any = None
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def _wait(self, ready: Any) -> None:
+        while not ready():
+            await self._changed.wait()
+
+    async def wait_requests(self, count: int = 1) -> None:
+        """Return once ``count`` requests have arrived (bound it with ``anyio.fail_after``)."""
+        await self._wait(lambda: len(self.requests) >= count)
+
+    async def wait_closed_early(self, count: int = 1) -> None:
+        """Return once the client abandoned ``count`` streams (bound it with ``fail_after``)."""
+        await self._wait(lambda: self.closed_early >= count)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def __aenter__(self) -> "FakeOpenAI":
+        self._changed = anyio.Event()
         self._listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
         self.port = self._listener.extra(anyio.abc.SocketAttribute.local_port)
         self._tg = anyio.create_task_group()
@@ -150,6 +200,7 @@ class FakeOpenAI:
         await self._listener.aclose()
 
     def pieces(self, model: str) -> list[str]:
+        """The answer deltas ``model`` streams (all of them; some modes stop earlier)."""
         if model.endswith("json"):
             text = self.json_text
         else:
@@ -159,6 +210,11 @@ class FakeOpenAI:
             return [w + " " for w in text.split(" ")[:-1]] + [text.split(" ")[-1]]
         size = max(1, len(text) // n)
         return [(text[i * size:(i + 1) * size] or ".") for i in range(n)]
+
+    def reasoning_pieces(self) -> list[str]:
+        """The reasoning deltas of the ``reasoning`` modes."""
+        words = self.reasoning_text.split(" ")
+        return [w + " " for w in words[:-1]] + [words[-1]]
 
     async def _handle(self, stream: Any) -> None:
         from anyio.streams.buffered import BufferedByteReceiveStream
@@ -172,6 +228,7 @@ class FakeOpenAI:
                 body = await reader.receive_exactly(int(headers.get("content-length", "0")))
                 request = json.loads(body or b"{}")
                 self.requests.append(request)
+                self._notify()
                 finished = dropped = False
                 async with anyio.create_task_group() as tg:
 
@@ -184,11 +241,19 @@ class FakeOpenAI:
                         if not finished:
                             self.closed_early += 1
                             finished = True
+                            self._notify()
                         tg.cancel_scope.cancel()
 
                     tg.start_soon(watch)
                     try:
                         await self._respond(stream, request)
+                    except _ClientGone:
+                        # The client closed while a send was under way (before the
+                        # watcher noticed): it abandoned the stream all the same.
+                        if not finished:
+                            self.closed_early += 1
+                            self._notify()
+                        finished = dropped = True
                     except _Dropped:
                         finished = dropped = True
                     finished = True
@@ -204,15 +269,32 @@ class FakeOpenAI:
     async def _respond(self, stream: Any, request: dict[str, Any]) -> None:
         model = str(request.get("model", "ok")).rsplit("/", 1)[-1]
         statuses = {"rate-limit": 429, "unauthorized": 401, "forbidden": 403, "not-found": 404,
-                    "bad-request": 400, "server-error": 500}
+                    "bad-request": 400, "context-length": 400, "server-error": 500, "bad-gateway": 502,
+                    "unavailable": 503}
         if model in statuses:
             status = statuses[model]
-            body = json.dumps({"error": {"message": f"fake {status}", "type": "fake", "code": str(status)}}).encode()
+            error = {"message": f"fake {status}", "type": "fake", "code": str(status)}
+            if model == "context-length":
+                error = {"message": "This model's maximum context length is 8 tokens.",
+                         "type": "invalid_request_error", "code": "context_length_exceeded"}
+            body = json.dumps({"error": error}).encode()
             extra = "retry-after: 7\r\n" if status == 429 else ""
             await stream.send(
                 f"HTTP/1.1 {status} Fake\r\ncontent-type: application/json\r\n{extra}"
                 f"content-length: {len(body)}\r\n\r\n".encode() + body
             )
+            return
+        if model == "reset-early":
+            await _reset(stream)
+        if model == "json-error":
+            body = json.dumps({"error": {"message": "fake", "type": "server_error", "code": 500}}).encode()
+            await stream.send(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+                              % (len(body), body))
+            return
+        if model == "error-flood":
+            await stream.send(b"HTTP/1.1 500 Fake\r\ncontent-type: application/json\r\n"
+                              b"transfer-encoding: chunked\r\n\r\n")
+            await self._endless(stream, b'{"error": {"message": "')
             return
         await stream.send(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -238,27 +320,111 @@ class FakeOpenAI:
                 body = self._burst_cache[model] = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)
             await stream.send(body)
             return
+
+        def event(delta: dict[str, Any], **extra: Any) -> dict[str, Any]:
+            return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}], **extra}
+
+        def sse(obj: Any) -> bytes:
+            return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
         try:
+            thoughts = self.reasoning_pieces() if model.startswith("reasoning") else []
+            fields = {"reasoning-alt": ("reasoning",), "reasoning-both": ("reasoning_content", "reasoning")}.get(
+                model, ("reasoning_content",))
+            for thought in thoughts:
+                delta = {"role": "assistant", "content": None, **{f: thought for f in fields}}
+                await _send_chunk(stream, sse(event(delta)))
             for i, piece in enumerate(pieces):
-                if model == "break" and i == self.break_after:
-                    # Drop the socket mid-body: no terminating chunk, no [DONE].
-                    raise _Dropped
-                event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
-                         "model": model, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-                await _send_chunk(stream, b"data: " + json.dumps(event).encode() + b"\n\n")
+                if i == self.break_after:
+                    if model == "break":
+                        # Drop the socket mid-body: no terminating chunk, no [DONE].
+                        raise _Dropped
+                    if model == "reset":
+                        await _reset(stream)
+                    if model == "hang":
+                        await anyio.sleep(self.slow_seconds)
+                    if model in ("error-midway", "error-named"):
+                        error = {"error": {"message": "fake failure after the 200", "type": "server_error",
+                                           "code": 500}}
+                        head = b"event: error\n" if model == "error-named" else b""
+                        await _send_chunk(stream, head + sse(error) + b"data: [DONE]\n\n")
+                        await stream.send(b"0\r\n\r\n")
+                        return
+                    if model == "malformed-data":
+                        await _send_chunk(stream, b'data: {"choices": [{"delta": {"content": "x"\n\n')
+                        await _send_chunk(stream, b"data: [DONE]\n\n")
+                        await stream.send(b"0\r\n\r\n")
+                        return
+                    if model == "endless":
+                        await self._endless(stream, b'data: {"choices": [{"delta": {"content": "')
+                        return
+                    if model == "endless-event":
+                        await self._endless(stream, b"", b"data: 0123456789\n" * 4096)
+                        return
+                payload = event({"content": piece})
+                if model == "quirky":
+                    await self._send_quirky(stream, payload, i)
+                elif model == "malformed-sse":
+                    await _send_chunk(stream, b"garbage without a colon\nevent: ping\n\nnonsense: 1\n"
+                                      + sse(payload) + b"id\n\n: comment\n")
+                else:
+                    await _send_chunk(stream, sse(payload))
                 if self.delay:
                     await anyio.sleep(self.delay)
+            usage: dict[str, Any] = {"prompt_tokens": 5, "completion_tokens": len(pieces) + len(thoughts),
+                                     "total_tokens": 5 + len(pieces) + len(thoughts)}
+            if thoughts:
+                usage["completion_tokens_details"] = {"reasoning_tokens": len(thoughts)}
             final = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                     "usage": {"prompt_tokens": 5, "completion_tokens": len(pieces), "total_tokens": 5 + len(pieces)}}
-            await _send_chunk(stream, b"data: " + json.dumps(final).encode() + b"\n\ndata: [DONE]\n\n")
+                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
+            await _send_chunk(stream, sse(final) + b"data: [DONE]\n\n")
             await stream.send(b"0\r\n\r\n")
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise _Dropped from None
+            raise _ClientGone from None
+
+    async def _send_quirky(self, stream: Any, payload: dict[str, Any], i: int) -> None:
+        # Indented JSON: one data: line per JSON line, joined back with "\n" by the client.
+        lines = json.dumps(payload, indent=1).split("\n")
+        body = (": keep-alive\r\n" + f"id: {i}\r\nretry: 1000\r\n"
+                + "".join(("data:" if k % 2 else "data: ") + line + "\r\n" for k, line in enumerate(lines))
+                + "\r\n").encode()
+        # Small fragments, split inside "\r\n" too: a client must not see two line ends.
+        step = self.fragment
+        for k in range(0, len(body), step):
+            await _send_chunk(stream, body[k:k + step])
+
+    async def _endless(self, stream: Any, head: bytes, block: bytes = b"a" * 65536) -> None:
+        """``head``, then ``block`` again and again until ``endless_bytes`` were sent."""
+        self.body_bytes = 0
+        try:
+            if head:  # (an empty chunk would end the body)
+                await _send_chunk(stream, head)
+            while self.body_bytes < self.endless_bytes:
+                await _send_chunk(stream, block)
+                self.body_bytes += len(block)
+            await stream.send(b"0\r\n\r\n")
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise _ClientGone from None
 
 
 class _Dropped(Exception):
     """Ends a connection on purpose."""
+
+
+class _ClientGone(_Dropped):
+    """The client closed the connection while the server was sending."""
+
+
+async def _reset(stream: Any) -> None:
+    """Abort the connection with a TCP reset (SO_LINGER 0), not an orderly close."""
+    import socket
+    import struct
+
+    raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()
+    raise _Dropped
 
 
 async def _send_chunk(stream: Any, data: bytes) -> None:

@@ -132,6 +132,18 @@ def error_for_status(
     return ProviderError(f"the model provider failed ({status}){detail}")
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` or one of the exceptions it wraps is a timeout."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError) or "Timeout" in type(seen).__name__:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def error_for_exception(exc: BaseException, *, midway: bool = False) -> ProviderError:
     """The :class:`ProviderError` for any exception an SDK raised.
 
@@ -143,6 +155,9 @@ def error_for_exception(exc: BaseException, *, midway: bool = False) -> Provider
         return exc
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
+    if status in (None, 500) and _timed_out(exc):
+        # litellm reports a read timeout as a 500 (MidStreamFallbackError) around it.
+        return ProviderError("the model provider timed out", code=ErrorCode.TIMEOUT)
     if isinstance(status, int) and not midway:
         # litellm keeps the upstream headers in litellm_response_headers; the OpenAI SDK
         # and httpx on the response.
@@ -163,8 +178,6 @@ def error_for_exception(exc: BaseException, *, midway: bool = False) -> Provider
     if midway:
         return ProviderError("the model provider's stream broke off")
     return ProviderError(f"the model provider could not be reached ({name})")
-
-
 
 
 _LABEL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")

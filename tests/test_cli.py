@@ -78,3 +78,139 @@ def test_unknown_provider_flag():
 def test_providers_command_lists_entry_points():
     out = subprocess.run([sys.executable, "-m", "streamcore.cli", "providers"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and {"demo", "litellm"} <= set(out.stdout.split())
+
+
+# --- the first hour: one-line errors, --version, plain HTTP on the WebSocket path ---------
+
+import socket  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+import streamcore  # noqa: E402
+from streamcore.http import StaticRoutes  # noqa: E402
+
+
+def cli(*args: str, hide: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh interpreter; ``hide`` makes modules unimportable (an install without extras)."""
+    code = (
+        "import sys\n"
+        f"for name in {list(hide)!r}: sys.modules[name] = None\n"
+        "from streamcore.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_version():
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"streamcore-llm {streamcore.__version__}"
+
+
+@pytest.mark.parametrize(
+    "args, hidden, extra",
+    [
+        ((), ("uvicorn",), "asgi"),
+        (("--server", "uvicorn"), ("websockets",), "asgi"),
+        (("--server", "websockets"), ("websockets",), "websockets"),
+        (("--provider", "openai", "--model", "m"), ("httpx",), "openai"),
+        (("--provider", "litellm"), ("litellm",), "litellm"),
+    ],
+)
+def test_a_missing_optional_dependency_is_one_line_naming_the_extra(args, hidden, extra):
+    out = cli("serve", "--port", "0", *args, hide=hidden)
+    assert out.returncode == 2, out.stderr
+    [line] = out.stderr.splitlines()
+    assert f"pip install 'streamcore-llm[{extra}]'" in line and "Traceback" not in out.stderr
+
+
+def test_jwt_auth_without_pyjwt_names_the_extra():
+    out = cli("serve", "--port", "0", hide=("jwt",), env={"STREAMCORE_JWT_SECRET": "s" * 32})
+    assert out.returncode == 2 and "streamcore-llm[jwt]" in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "websockets"])
+def test_a_busy_port_is_one_line_and_a_non_zero_exit(server):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = cli("serve", "--port", str(port), "--server", server)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        f"streamcore: cannot listen on 127.0.0.1:{port}: address already in use "
+        "(another server is running there: stop it or pick another port with --port)"
+    ]
+    assert out.stdout == ""
+
+
+def test_an_unknown_host_is_one_line():
+    out = cli("serve", "--host", "no-such-host.invalid", "--port", "8765")
+    assert out.returncode == 1 and len(out.stderr.splitlines()) == 1
+    assert out.stderr.startswith("streamcore: cannot listen on no-such-host.invalid:8765")
+
+
+def test_a_bad_environment_variable_is_one_line():
+    out = cli("serve", env={"STREAMCORE_LIMITS_IDLE_TIMOUT": "3"})
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
+    assert "$STREAMCORE_LIMITS_IDLE_TIMOUT (did you mean $STREAMCORE_LIMITS_IDLE_TIMEOUT?)" in out.stderr
+
+
+class _Engine:
+    closing = False
+    sessions: dict = {}
+
+
+def test_static_routes_answer_426_on_the_websocket_path_and_always_have_a_favicon():
+    routes = StaticRoutes(_Engine(), "/api/ws")
+    status, headers, body = routes.respond("/api/ws")
+    assert status == 426 and ("Upgrade", "websocket") in headers and b"WebSocket" in body
+    assert routes.respond("/ws")[0] == 404
+    for path in ("/favicon.ico", "/favicon.svg"):
+        status, headers, body = routes.respond(path)
+        assert status == 200 and body
+        assert dict(headers)["Content-Type"] in ("image/svg+xml", "image/x-icon")
+    # Only /healthz and the 426 hint when static files are off.
+    bare = StaticRoutes(_Engine(), "/ws", static=False)
+    assert bare.respond("/ws")[0] == 426 and bare.respond("/favicon.ico")[0] == 404
+
+
+def _get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "websockets"])
+async def test_plain_http_routes_of_serve(server):
+    proc, url = await start("--server", server)
+    try:
+        http = url.replace("ws://", "http://").rsplit("/", 1)[0]
+        status, headers, body = await anyio.to_thread.run_sync(_get, http + "/ws")
+        assert status == 426 and headers.get("Upgrade", headers.get("upgrade")) == "websocket", (status, headers)
+        status, headers, body = await anyio.to_thread.run_sync(_get, http + "/favicon.ico")
+        assert status == 200 and body
+        status, _, _ = await anyio.to_thread.run_sync(_get, http + "/healthz")
+        assert status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            await proc.wait()
+        await proc.aclose()
+
+
+def test_each_favicon_path_serves_its_own_file_first():
+    from importlib import resources
+
+    routes = StaticRoutes(_Engine())
+    folder = resources.files("streamcore.static")
+    for name, kind in (("favicon.svg", "image/svg+xml"), ("favicon.ico", "image/x-icon")):
+        status, headers, body = routes.respond("/" + name)
+        if folder.joinpath(name).is_file():
+            assert body == folder.joinpath(name).read_bytes() and dict(headers)["Content-Type"] == kind
+        else:
+            assert status == 200 and body  # the other file, or the built-in SVG

@@ -10,7 +10,8 @@ import sys
 import anyio
 import pytest
 
-from streamcore.client import ConnectionLost, InvalidMessage, QueueFull, StreamcoreClient
+from streamcore.client import ConnectionLost, InvalidMessage, MessageEnd, NotFoundError, QueueFull, StreamcoreClient
+from streamcore.objectives import Objective
 
 from .helpers import TIMEOUT, make_engine, running
 
@@ -32,16 +33,20 @@ async def test_send_message_objective_update_ping_and_events():
                 texts = [t async for t in reply]
                 end = await reply.result()
                 await follow.wait()
-            assert "".join(texts) == end["content"] == reply.text and end["stopReason"] == "complete"
-            assert reply.message_id == end["messageId"]
+            assert isinstance(end, MessageEnd)
+            assert "".join(texts) == end.content == reply.text and end.stop_reason == "complete" and end.is_complete
+            assert reply.message_id == end.message_id and reply.reasoning_text == ""
             assert seen[:2] == ["AI_THINKING", "AI_MESSAGE_START"] and "AI_MESSAGE_END" in seen
             unsubscribe()
             count = len(seen)
             with anyio.fail_after(TIMEOUT):
                 objective = await client.generate_objective("Courir un marathon", difficulty="beginner", category="sport")
-                assert objective["category"] == "sport" and len(objective["steps"]) == 3
-                updated = await client.update_objective(objective["id"], {"title": "Marathon"})
-                assert updated["title"] == "Marathon"
+                assert isinstance(objective, Objective)
+                assert objective.category == "sport" and len(objective.steps) == 3
+                updated = await client.update_objective(objective.id, {"title": "Marathon"})
+                assert isinstance(updated, Objective) and updated.title == "Marathon"
+                raw = await client.update_objective(objective.id, {"title": "Run"}, objective_type=dict)
+                assert raw["title"] == "Run"
                 with pytest.raises(InvalidMessage) as info:
                     await client.update_objective("obj-unknown", {})
                 assert info.value.code == "INVALID_MESSAGE" and not info.value.retryable
@@ -60,8 +65,8 @@ async def test_stop_generation_ends_with_user_cancelled():
                 await reply.stop()
                 break
             end = await reply.result()
-    assert end["stopReason"] == "user_cancelled" and end["isComplete"] is False
-    assert 0 < len(end["content"].split()) < 400
+    assert end.stop_reason == "user_cancelled" and end.is_complete is False
+    assert 0 < len(end.content.split()) < 400
 
 
 async def test_auto_retry_honours_retry_after_and_typed_errors():
@@ -73,7 +78,7 @@ async def test_auto_retry_honours_retry_after_and_typed_errors():
                 first = await (await client.send_message("one")).result()
                 second = await client.send_message("two")  # RATE_LIMIT, retried after retryAfter
                 end = await second.result()
-            assert first["stopReason"] == end["stopReason"] == "complete"
+            assert first.stop_reason == end.stop_reason == "complete"
             assert second._request.retries == 1
         async with StreamcoreClient(url) as client:
             from streamcore.client import RateLimited
@@ -104,7 +109,7 @@ async def start_server(port: int):
     return proc
 
 
-async def test_server_killed_and_restarted_client_reconnects_with_backoff_and_flushes_queue():
+async def test_server_killed_and_restarted_client_reconnects_with_backoff_resumes_and_flushes_queue():
     port = free_port()
     url = f"ws://127.0.0.1:{port}/ws"
     proc = await start_server(port)
@@ -123,9 +128,6 @@ async def test_server_killed_and_restarted_client_reconnects_with_backoff_and_fl
                 async for _ in slow:
                     break  # the reply is streaming (demo pace: 25 ms a word)...
                 proc.send_signal(signal.SIGKILL)  # ...when the server dies without a goodbye
-                with pytest.raises(ConnectionLost):
-                    async for _ in slow:
-                        pass
                 await proc.wait()
                 while client.connection_state == "connected":
                     await anyio.sleep(0.01)
@@ -139,10 +141,15 @@ async def test_server_killed_and_restarted_client_reconnects_with_backoff_and_fl
             proc = await start_server(port)
             with anyio.fail_after(TIMEOUT):
                 await reconnected.wait()
+                # The reply that was streaming is resumed on the new connection; the new
+                # server never heard of it: NOT_FOUND, so it fails with ConnectionLost.
+                with pytest.raises(ConnectionLost) as info:
+                    await slow.result()
                 end_a = await a.result()
                 end_b = await b.result()
+            assert isinstance(info.value.__cause__, NotFoundError)
             assert client.queue_size == 0 and client.is_connected
-            assert "queued one" in end_a["content"] and "queued two" in end_b["content"]
+            assert "queued one" in end_a.content and "queued two" in end_b.content
             assert thinking[-2:] == [a.request_id, b.request_id]  # flushed in the order sent
     finally:
         proc.kill()

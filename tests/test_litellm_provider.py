@@ -3,6 +3,8 @@
 `mock_response` exercises the plain path and errors raised before the first chunk; a local
 OpenAI-format server on 127.0.0.1 (streamcore.testing.FakeOpenAI) stands in for the paid
 API at the HTTP boundary for 429 with retry-after, 401, 5xx, breaks midway and slow starts.
+The provider is driven directly (``provider.stream(request)``). Hostile upstreams are in
+test_providers_hostile.py, reasoning in test_provider_reasoning.py.
 """
 
 from __future__ import annotations
@@ -10,26 +12,34 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from streamcore import ChatMessage, GenerationRequest, ProviderError, load_provider
+from streamcore import ChatMessage, ConfigError, GenerationRequest, ProviderError, load_provider
+from streamcore.events import Completion, Usage
+from streamcore.provider import close_stream
 from streamcore.testing import FakeOpenAI
-
-from .test_engine import session
-from .helpers import check_stream, make_engine
 
 pytestmark = pytest.mark.anyio
 
+WAIT = 15  # seconds: the bound of every wait
 
-async def collect(provider, request=None):
-    request = request or GenerationRequest([ChatMessage("user", "bonjour")])
-    return [x async for x in provider.stream(request)]
+
+def request(content="bonjour", **fields):
+    return GenerationRequest([ChatMessage("user", content)], **fields)
+
+
+async def collect(provider, req=None):
+    with anyio.fail_after(WAIT):
+        return [x async for x in provider.stream(req or request())]
 
 
 async def test_mock_response_streams_text_and_completion():
     provider = load_provider("litellm", model="openai/gpt-4o-mini", options={"mock_response": "Voici une réponse."})
     items = await collect(provider)
-    text = "".join(x for x in items if isinstance(x, str))
-    assert text == "Voici une réponse." and len([x for x in items if isinstance(x, str)]) > 1
-    assert items[-1].finish_reason == "complete" and items[-1].usage.totalTokens > 0
+    text = [x for x in items if type(x) is str]
+    assert "".join(text) == "Voici une réponse." and len(text) > 1
+    end = items[-1]
+    assert type(end) is Completion and end.finish_reason == "complete"
+    assert type(end.usage) is Usage and end.usage.total_tokens > 0
+    assert end.model == "gpt-4o-mini" or end.model == "openai/gpt-4o-mini"
 
 
 @pytest.mark.parametrize(
@@ -49,16 +59,27 @@ async def test_mock_errors_before_first_chunk_are_mapped(mock, code, retryable):
         assert "context window" in info.value.message
 
 
-async def test_litellm_through_the_engine_with_mock_response():
-    engine = make_engine(
-        None, provider={"name": "litellm", "model": "openai/gpt-4o-mini", "options": {"mock_response": "Salut à toi"}}
+def test_unknown_options_are_refused_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown option 'temprature' \(did you mean 'temperature'\?\)"):
+        load_provider("litellm", model="openai/x", options={"temprature": 0.2})
+    with pytest.raises(ConfigError, match="unknown option 'my_param'.*allow_options"):
+        load_provider("litellm", model="openai/x", options={"my_param": 1})
+    # litellm's own keywords, acompletion's, common provider-specific ones, and allowed names
+    provider = load_provider(
+        "litellm",
+        model="openai/x",
+        options={"temperature": 0.2, "api_base": "http://127.0.0.1:9/v1", "timeout": 3, "num_retries": 1,
+                 "mock_response": "x", "top_k": 3, "extra_body": {}, "reasoning_effort": "low",
+                 "my_param": 1, "allow_options": ["my_param"]},
     )
-    async with session(engine) as c:
-        await c.send("USER_MESSAGE", {"content": "hi"})
-        frames = await c.receive_until("AI_MESSAGE_END")
-    end = check_stream(frames)
-    assert end["content"] == "Salut à toi" and end["stopReason"] == "complete"
-    assert frames[1]["data"]["model"] == "openai/gpt-4o-mini"
+    assert provider.options["my_param"] == 1 and "allow_options" not in provider.options
+
+
+async def test_unknown_per_request_option_fails_the_request_not_silently():
+    provider = load_provider("litellm", model="openai/x", options={"mock_response": "x"})
+    with pytest.raises(ProviderError) as info:
+        await collect(provider, request(options={"temprature": 1}))
+    assert info.value.misconfigured and not info.value.retryable and "temperature" in info.value.message
 
 
 @pytest.fixture
@@ -73,9 +94,18 @@ def local(api, model, **options):
 
 async def test_local_stream_plain(api):
     items = await collect(local(api, "ok"))
-    assert "".join(x for x in items if isinstance(x, str)) == api.text
-    assert items[-1].usage.completionTokens == len(api.pieces("ok"))
+    assert "".join(x for x in items if type(x) is str) == api.text
+    assert items[-1].usage.completion_tokens == len(api.pieces("ok"))
+    assert items[-1].finish_reason == "complete"
     assert api.requests[0]["stream"] is True and api.requests[0]["messages"][-1]["content"] == "bonjour"
+
+
+async def test_client_context_has_user_authority_never_system(api):
+    messages = [ChatMessage("system", "Be brief."), ChatMessage("user", "bonjour")]
+    await collect(local(api, "ok"), GenerationRequest(messages, context={"page": 3}))
+    sent = api.requests[0]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user"] and sent[0]["content"] == "Be brief."
+    assert sent[1]["content"].startswith("<client_context>") and sent[1]["content"].endswith("\n\nbonjour")
 
 
 async def test_429_maps_to_rate_limit_with_retry_after(api):
@@ -103,50 +133,36 @@ async def test_5xx_and_bad_request(api):
     assert info.value.code == "INVALID_MESSAGE" and not info.value.retryable
 
 
-async def test_stream_breaking_midway_through_the_engine(api):
-    engine = make_engine(
-        None, provider={"name": "litellm", "model": "openai/break", "options": {"api_base": api.base_url}}
-    )
-    async with session(engine) as c:
-        await c.send("USER_MESSAGE", {"content": "hi"}, id="b")
-        frames = await c.receive_until("AI_MESSAGE_END")
-    err = next(f["data"] for f in frames if f["type"] == "ERROR")
-    assert err["code"] == "GENERATION_FAILED" and err["retryable"] is True and err["requestId"] == "b"
-    end = check_stream(frames)
-    assert end["stopReason"] == "error" and end["content"] == "".join(api.pieces("break")[: api.break_after])
+async def test_stream_breaking_midway_keeps_the_text_and_fails(api):
+    items = []
+    with pytest.raises(ProviderError) as info:
+        with anyio.fail_after(WAIT):
+            async for item in local(api, "break").stream(request()):
+                items.append(item)
+    assert info.value.code == "GENERATION_FAILED" and info.value.retryable
+    assert "".join(items) == "".join(api.pieces("break")[: api.break_after])
 
 
-async def test_slow_start_hits_first_chunk_timeout_and_closes_upstream(api):
-    engine = make_engine(
-        None,
-        provider={"name": "litellm", "model": "openai/slow", "options": {"api_base": api.base_url}},
-        limits={"first_chunk_timeout": 0.5},
-    )
-    async with session(engine) as c:
-        await c.send("USER_MESSAGE", {"content": "hi"})
-        frames = await c.receive_until("AI_MESSAGE_END")
-        with anyio.fail_after(10):
-            while api.closed_early < 1:  # the upstream sees the connection closed
-                await anyio.sleep(0.02)
-    assert next(f["data"]["code"] for f in frames if f["type"] == "ERROR") == "TIMEOUT"
-    assert frames[-1]["data"]["stopReason"] == "timeout"
+async def test_cancelled_before_the_first_chunk_closes_upstream(api):
+    stream = local(api, "slow").stream(request())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream.__anext__)
+        with anyio.fail_after(WAIT):
+            await api.wait_requests(1)
+        tg.cancel_scope.cancel()  # the engine's first-chunk timeout, a stop, a disconnect
+    assert await close_stream(stream)
+    with anyio.fail_after(WAIT):
+        await api.wait_closed_early(1)
 
 
-async def test_stop_generation_closes_the_upstream_stream():
+async def test_stop_midway_closes_the_upstream_stream():
     async with FakeOpenAI(delay=0.05, chunks=200) as api:
-        engine = make_engine(
-            None, provider={"name": "litellm", "model": "openai/ok", "options": {"api_base": api.base_url}}
-        )
-        async with session(engine) as c:
-            await c.send("USER_MESSAGE", {"content": "hi"})
-            first = await c.receive_until("AI_MESSAGE_CHUNK")
-            await c.send("STOP_GENERATION", {"messageId": first[-1]["data"]["messageId"]})
-            frames = first + await c.receive_until("AI_MESSAGE_END")
-            with anyio.fail_after(10):
-                while api.closed_early < 1:
-                    await anyio.sleep(0.02)
-    end = check_stream(frames)
-    assert end["stopReason"] == "user_cancelled" and 0 < len(end["content"]) < len(api.text)
+        stream = local(api, "ok").stream(request())
+        with anyio.fail_after(WAIT):
+            first = await stream.__anext__()
+            assert first and type(first) is str
+            assert await close_stream(stream)  # what the engine does on STOP_GENERATION
+            await api.wait_closed_early(1)
 
 
 async def test_router_with_fallbacks(api):
@@ -159,17 +175,12 @@ async def test_router_with_fallbacks(api):
     }
     provider = load_provider("litellm", model="primary", options={"router": router})
     items = await collect(provider)
-    assert "".join(x for x in items if isinstance(x, str)) == api.text
+    assert "".join(x for x in items if type(x) is str) == api.text
     assert [r["model"] for r in api.requests] == ["server-error", "ok"]
 
 
 async def test_structured_output_asks_for_json(api):
     api.json_text = '{"title": "T", "description": "D", "steps": [{"title": "S"}]}'
-    engine = make_engine(
-        None, provider={"name": "litellm", "model": "openai/json", "options": {"api_base": api.base_url}}
-    )
-    async with session(engine) as c:
-        await c.send("GENERATE_OBJECTIVE", {"prompt": "p"})
-        frames = await c.receive_until("OBJECTIVE_GENERATED")
-    assert frames[-1]["data"]["objective"]["title"] == "T"
+    items = await collect(local(api, "json"), request("p", json_mode=True, purpose="objective"))
+    assert "".join(x for x in items if type(x) is str) == api.json_text
     assert api.requests[0]["response_format"] == {"type": "json_object"}

@@ -55,6 +55,8 @@ class Codec:
         format: ``"json"`` (text frames, the default) or ``"msgpack"`` (binary frames).
         client_types: the tagged Structs accepted from clients; applications add theirs.
         max_message_bytes: client frames larger than this are refused.
+        max_nesting: levels of arrays and objects allowed inside a frame's free-form
+            fields (``context``, ``updates``, ``metadata``, application data).
     """
 
     def __init__(
@@ -63,13 +65,16 @@ class Codec:
         *,
         client_types: Iterable[type] = BUILTIN_CLIENT_FRAMES,
         max_message_bytes: int = 1 << 20,
+        max_nesting: int = 32,
     ) -> None:
         if format not in (JSON, MSGPACK):
             raise ValueError(f"unknown wire format {format!r}; expected 'json' or 'msgpack'")
         self.format = format
         self.binary = format == MSGPACK
         self.max_message_bytes = max_message_bytes
+        self.max_nesting = max_nesting
         types = tuple(client_types)
+        self._freeform = {t: _freeform_paths(t) for t in types}
         self._known_types = frozenset(t.__struct_config__.tag for t in types)
         union = Union[types] if len(types) > 1 else types[0]  # type: ignore[valid-type]
         self._json_decoder = msgspec.json.Decoder(union)
@@ -214,13 +219,25 @@ class Codec:
         else:
             raise ProtocolError("binary frame received; this connection speaks JSON text frames")
         try:
-            return decoder.decode(raw)
+            frame = decoder.decode(raw)
         except msgspec.DecodeError as exc:
             raise self._explain(raw, probe, exc) from None
         except RecursionError:
             # msgspec recurses per nesting level; a hostile frame must not become a
             # SERVER_ERROR with a traceback.
             raise ProtocolError("frame is nested too deeply", request_id=_request_id(raw, probe)) from None
+        # Free-form fields (context, updates, metadata) reach providers and stores, which
+        # recurse too: their nesting is limited well below the interpreter's.
+        limit = self.max_nesting
+        for path in self._freeform[type(frame)]:
+            value = frame
+            for name in path:
+                value = getattr(value, name)
+            if value is not None and type(value) is not str and _depth(value, limit + 1) > limit:
+                raise ProtocolError(
+                    f"`{'.'.join(path)}` is nested too deeply (more than {limit} levels)", request_id=frame.id
+                )
+        return frame
 
     def request_id(self, raw: str | bytes) -> str | None:
         """The ``id`` of a frame without decoding the rest (for replies to refused frames)."""
@@ -270,3 +287,50 @@ def _request_id(raw: str | bytes, probe: Any) -> str | None:
     except (msgspec.DecodeError, RecursionError):
         return None
     return seen.id if type(seen.id) is str else None
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of ``value`` (Structs, dicts, lists), counting no further than ``limit``.
+
+    Iterative, so a hostile value cannot exhaust the interpreter's stack here either.
+    """
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest >= limit:
+                return deepest
+        if isinstance(item, msgspec.Struct):
+            stack.extend((getattr(item, f), level + 1) for f in item.__struct_fields__)
+        elif isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+_FREEFORM = (msgspec.inspect.AnyType, msgspec.inspect.DictType, msgspec.inspect.ListType,
+             msgspec.inspect.TupleType, msgspec.inspect.VarTupleType, msgspec.inspect.SetType)
+
+
+def _freeform_paths(cls: type) -> list[tuple[str, ...]]:
+    """Attribute paths of a frame type whose values are free-form (any, dict, list...)."""
+    paths: list[tuple[str, ...]] = []
+
+    def walk(t: Any, path: tuple[str, ...], seen: frozenset) -> None:
+        if isinstance(t, msgspec.inspect.UnionType):
+            if any(isinstance(u, _FREEFORM) for u in t.types):
+                paths.append(path)
+            else:
+                for u in t.types:
+                    walk(u, path, seen)
+        elif isinstance(t, _FREEFORM):
+            paths.append(path)
+        elif isinstance(t, msgspec.inspect.StructType) and t.cls not in seen:
+            for f in t.fields:
+                walk(f.type, path + (f.name,), seen | {t.cls})
+
+    walk(msgspec.inspect.type_info(cls), (), frozenset())
+    return paths

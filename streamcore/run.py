@@ -84,44 +84,62 @@ class Subscription:
         self._outbox = session.outbox
         self._encode_entry = codec.encode_entry
 
-    def deliver(self, entry: tuple) -> None:
-        """Put one entry in the outbox, or fall behind when the outbox is full.
+    def deliver_text(self, seq: int, text: str) -> None:
+        """Put one answer delta in the outbox: the per-chunk path.
 
-        The per-chunk path: the outbox's chunk merging is inlined here (one call per
-        chunk instead of two). Entries arrive in seq order, each once: a replay and the
-        live tail never overlap, because attaching happens right after the replay with
-        no await between them.
+        The outbox's chunk merging is inlined (one call per chunk instead of two), and the
+        cursor is not written per chunk: seqs are contiguous, so when this reader starts
+        lagging at ``seq``, it has everything up to ``seq - 1``.
         """
         if self.lagging:
             return
         outbox = self._outbox
         if outbox.pending > outbox.limit:
-            self.lagging = True
-            outbox.lagging.append(self)
+            self._lag(seq)
+            return
+        outbox.pending += len(text)
+        items = outbox._items
+        stream = self.text
+        if items:
+            last = items[-1]
+            if type(last) is list and last[0] is stream and stream.merge:
+                last[1] = seq
+                last.append(text)
+                return
+        items.append([stream, seq, text])
+        if outbox._writer_waiting:
+            outbox._writer_waiting = False  # one wake-up per batch, not per chunk
+            outbox._ready.set()
+
+    def deliver(self, entry: tuple) -> None:
+        """Put any entry in the outbox, or fall behind when the outbox is full.
+
+        Entries arrive in seq order, each once: a replay and the live tail never overlap,
+        because attaching happens right after the replay with no await between them.
+        """
+        if self.lagging:
             return
         seq, kind, payload = entry
-        if kind == _TEXT or kind == _REASONING:
-            stream = self.text if kind == _TEXT else self.reasoning
-            outbox.pending += len(payload)
-            items = outbox._items
-            if items:
-                last = items[-1]
-                if type(last) is list and last[0] is stream and stream.merge:
-                    last[1] = seq
-                    last.append(payload)
-                    self.cursor = seq
-                    return
-            items.append([stream, seq, payload])
-            if outbox._writer_waiting:
-                outbox._writer_waiting = False  # one wake-up per batch, not per chunk
-                outbox._ready.set()
+        if kind == _TEXT:
+            self.deliver_text(seq, payload)
+            return
+        outbox = self._outbox
+        if outbox.pending > outbox.limit:
+            self._lag(seq)
+            return
+        if kind == _REASONING:
+            outbox.put_chunk(self.reasoning, payload, seq)
         else:
             try:
                 outbox.put(self._encode_entry(entry, self.message_id, self.metadata, self.request_id))
             except Exception:
                 # An application payload that cannot be encoded: skip it, keep the stream.
                 _log.exception("run.encode_failed", message_id=self.message_id, seq=seq)
-        self.cursor = seq
+
+    def _lag(self, seq: int) -> None:
+        self.lagging = True
+        self.cursor = seq - 1
+        self._outbox.lagging.append(self)
 
     def pump(self) -> None:
         """Deliver what the source holds after the cursor, until the outbox is full."""
@@ -133,6 +151,7 @@ class Subscription:
                 if self.lagging or self.closed:
                     return
                 deliver(entries[i])
+            self.cursor = max(self.cursor, entries[-1][0])
         if self.source.sealed and not self.lagging:
             self.close()
 
@@ -283,14 +302,16 @@ class Run:
                                 parts_append(item)
                                 machine.size += len(item)
                                 seq = machine.seq = machine.seq + 1
-                                entry = (seq, _TEXT, item)
+                                append((seq, _TEXT, item))
+                                for sub in subscribers:
+                                    sub.deliver_text(seq, item)
                             elif hide_reasoning:
                                 continue
                             else:
                                 entry = reasoning_delta(item)
-                            append(entry)
-                            for sub in subscribers:
-                                sub.deliver(entry)
+                                append(entry)
+                                for sub in subscribers:
+                                    sub.deliver(entry)
                             if machine.size > max_bytes:
                                 self.stop_reason = "length"
                                 break

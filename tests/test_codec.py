@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgspec
 import pytest
@@ -177,3 +178,32 @@ def test_arbitrary_bytes_never_escape_as_other_exceptions(raw):
             codec.decode(raw)
         except ProtocolError:
             pass
+
+
+@pytest.mark.parametrize("codec", [json_codec, mp_codec], ids=["json", "msgpack"])
+@pytest.mark.parametrize("levels", [40, 100_000])
+def test_deep_nesting_is_an_invalid_message_with_the_request_id(codec, levels):
+    context: Any = []
+    for _ in range(min(levels, 40)):
+        context = [context]
+    frame = {"type": "USER_MESSAGE", "id": "deep", "data": {"content": "hi", "context": context}}
+    if codec is json_codec:
+        raw: Any = json.dumps(frame)
+        if levels > 40:
+            raw = raw.replace('"context": ' + json.dumps(context), '"context": ' + "[" * levels + "]" * levels)
+    else:
+        raw = msgspec.msgpack.encode(frame)
+        if levels > 40:
+            # 0x91 is a one-element msgpack array: `levels` of them around an empty one.
+            raw = raw.replace(msgspec.msgpack.encode(context), b"\x91" * levels + b"\x90")
+    with pytest.raises(ProtocolError) as info:
+        codec.decode(raw)
+    assert info.value.code == "INVALID_MESSAGE" and not info.value.retryable
+    assert "nested too deeply" in info.value.message
+    if levels == 40:
+        assert info.value.request_id == "deep"
+
+
+def test_nesting_within_the_limit_is_accepted():
+    frame = {"type": "USER_MESSAGE", "data": {"content": "hi", "context": {"a": [[[{"b": 1}]]]}}}
+    assert json_codec.decode(json.dumps(frame)).data.context == {"a": [[[{"b": 1}]]]}

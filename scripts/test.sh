@@ -19,6 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The SSE dialects are tested with the real `ai` and `@ag-ui/client` npm packages.
+bash scripts/test_sse_clients.sh --install
 .venv/bin/python -m pytest "$@"
 # With pytest arguments (a subset), stop here; the whole run goes on.
 if [ $# -gt 0 ]; then exit 0; fi

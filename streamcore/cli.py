@@ -43,6 +43,7 @@ _EXTRAS = {
     "httpx": "openai",
     "jwt": "jwt",
     "cryptography": "jwt",
+    "redis": "redis",
 }
 # What each transport of `serve` imports (uvicorn runs websockets' sans-I/O protocol),
 # and the extra that installs it all.
@@ -85,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
         help="log lines on stderr (default: console on a terminal, else json)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes on one port (N > 1 needs [redis] url)"
+    )
     sub.add_parser("providers", help="list installed providers")
     return parser
 
@@ -120,6 +124,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             if importlib.util.find_spec(module) is None:
                 purpose = f"--server {config.server.server}"
                 return _fail(missing_dependency_message(module, purpose, extra), EXIT_CONFIG)
+        if args.workers != 1:
+            from .adapters.workers import check_workers, run_workers
+
+            check_workers(config, args.workers)
+            try:
+                return run_workers(
+                    config,
+                    args.workers,
+                    log_format=args.log_format or ("console" if sys.stderr.isatty() else "json"),
+                    log_level=args.log_level,
+                )
+            except OSError as exc:
+                return _fail(str(exc), EXIT_START)
         from .engine import Engine
 
         engine = Engine(config)
@@ -212,9 +229,9 @@ async def serve(engine: Any) -> None:
     """Serve ``engine`` with the configured server until SIGINT or SIGTERM."""
     config: Config = engine.config
     if config.server.server == "websockets":
-        run = _serve_websockets
+        run = _serve_websockets  # the websockets server takes no POST: no SSE routes there
     else:
-        from .adapters.uvicorn import serve as run
+        run = _serve_uvicorn
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with run(engine) as (host, port):
             # The ready line: scripts and tests wait for it rather than sleeping.
@@ -230,6 +247,15 @@ async def serve(engine: Any) -> None:
                 _log.info("server.signal", signal=signal.Signals(signum).name)
                 break
     _log.info("server.stopped")
+
+
+def _serve_uvicorn(engine: Any) -> Any:
+    """The WebSocket endpoint and the SSE dialects' routes ([sse]) under uvicorn."""
+    from .adapters.asgi import StreamcoreASGI
+    from .adapters.sse import SSEApp
+    from .adapters.uvicorn import serve as uvicorn_serve
+
+    return uvicorn_serve(engine, app=SSEApp(engine, StreamcoreASGI(engine, lifespan=False)))
 
 
 @contextlib.asynccontextmanager

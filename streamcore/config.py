@@ -33,6 +33,7 @@ __all__ = [
     "FeaturesConfig",
     "RunsConfig",
     "RedisConfig",
+    "SSEConfig",
     "load_config",
 ]
 
@@ -149,6 +150,19 @@ class RedisConfig(_Section):
     flush_interval_ms: float = 2.0
 
 
+class SSEConfig(_Section):
+    """``[sse]``: the Server-Sent Events routes of ``streamcore serve`` (uvicorn only)."""
+
+    #: the Vercel AI SDK UI message stream (``useChat``'s default); empty: off.
+    aisdk_path: str = "/api/chat"
+    #: AG-UI events (``RunAgentInput`` in, AG-UI events out); empty: off.
+    agui_path: str = "/agui"
+    #: streamcore's own envelopes as SSE events; empty: off.
+    envelope_path: str = "/sse"
+    #: seconds of silence before a ``: keep-alive`` comment (proxies close idle streams).
+    heartbeat: float = 15.0
+
+
 class SecurityConfig(_Section):
     """``[security]``: the Origin allow-list; empty means any Origin (documented)."""
 
@@ -176,6 +190,7 @@ class Config(_Section):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     runs: RunsConfig = msgspec.field(default_factory=RunsConfig)
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    sse: SSEConfig = msgspec.field(default_factory=SSEConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     features: FeaturesConfig = msgspec.field(default_factory=FeaturesConfig)
 

@@ -19,19 +19,22 @@ from typing import Any, Callable, Iterable, Union
 
 import anyio
 import msgspec
-import structlog
+from .log import get_logger
 
 from .auth import AuthError, JWTVerifier, Verifier, authenticate, origin_allowed
+from .broker import ALL, STOP, TOPIC, USER, WATCH, Broker, BusMessage, LocalBroker
 from .codec import JSON, MSGPACK, MSGPACK_SUBPROTOCOL, Codec
 from .config import Config
 from .conversations import ConversationStore, MemoryConversationStore
 from .dialect import Dialect
 from .errors import ConnectionClosed, NotFound, ProviderError, StreamcoreError
+from .events import Failure
 from .handlers import register_builtins
 from .ids import now_ms
 from .objectives import InMemoryObjectiveStore, ObjectiveStore, strip_code_fence
 from .protocol import BUILTIN_CLIENT_FRAMES, ErrorCode, ErrorData, EventType, ThinkingData
 from .provider import ChatMessage, GenerationRequest, Provider, close_provider, collect_text, load_provider
+from .limits import Limiter, MemoryLimiter
 from .ratelimit import TokenBucket
 from .run import Conversation, Run, Subscription
 from .runlog import MemoryRunLog, RunLog
@@ -40,7 +43,7 @@ from .transport import Connection, ConnectionInfo
 
 __all__ = ["Engine", "Handler"]
 
-_log = structlog.get_logger("streamcore")
+_log = get_logger("streamcore")
 
 _questions = msgspec.json.Decoder(Union[list[str], dict[str, list[str]]])
 
@@ -67,6 +70,8 @@ class Engine:
         objectives: where objectives live (in memory by default).
         verifier: authenticates connections (``[auth]``'s JWT check when configured);
             ``verifier(token, info)`` returns a user id or claims, or raises AuthError.
+        runlog, conversations, limiter, broker: backends; in memory by default, on Redis
+            when ``[redis] url`` is set (each one passed here wins over the default).
 
     Example::
 
@@ -83,6 +88,8 @@ class Engine:
         verifier: Verifier | None = None,
         runlog: RunLog | None = None,
         conversations: ConversationStore | None = None,
+        limiter: Limiter | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.config = config or Config()
         cfg = self.config
@@ -90,6 +97,18 @@ class Engine:
         self.provider: Provider = (
             load_provider(pc.name, model=pc.model, options=pc.options) if provider is None else provider
         )
+        #: the Redis backends when ``[redis] url`` is set (built lazily: redis is optional).
+        self.backends: Any = None
+        if cfg.redis.url and None in (objectives, runlog, conversations, limiter, broker):
+            from .backends import redis_backends
+
+            self.backends = redis_backends(cfg)
+            b = self.backends
+            objectives = b.objectives if objectives is None else objectives
+            runlog = b.runlog if runlog is None else runlog
+            conversations = b.conversations if conversations is None else conversations
+            limiter = b.limiter if limiter is None else limiter
+            broker = b.broker if broker is None else broker
         # `is None`, not `or`: an empty store has a length of 0 and is falsy.
         self.objectives: ObjectiveStore = InMemoryObjectiveStore() if objectives is None else objectives
         rc = cfg.runs
@@ -109,6 +128,17 @@ class Engine:
             if conversations is None
             else conversations
         )
+        self.limiter: Limiter = MemoryLimiter(lim.messages_per_interval, lim.interval) if limiter is None else limiter
+        self.broker: Broker = LocalBroker() if broker is None else broker
+        #: this engine's id on the broker (its own messages come back and are skipped).
+        self.origin = "w-" + secrets.token_urlsafe(9)
+        self.broker.subscribe(self._on_bus)
+        #: topic -> sessions subscribed to it (SUBSCRIBE, :meth:`subscribe_topic`).
+        self.topics: dict[str, set[Session]] = {}
+        self._session_topics: dict[Session, set[str]] = {}
+        self._topic_authorizer: Callable[[Session, str], Any] | None = None
+        #: remote watchers' last heartbeat per live run here (see :meth:`_on_bus`).
+        self._backends_started = False
         if verifier is None and cfg.auth.enabled:
             verifier = JWTVerifier(cfg.auth)
         self.verifier = verifier
@@ -121,7 +151,6 @@ class Engine:
         self.runs: dict[str, Run] = {}
         #: live runs per owner, for the concurrency limit.
         self.active: dict[str, int] = {}
-        self._buckets: dict[str, list] = {}
         self.closing = False
         self._tg: Any = None
         self._host: Any = None
@@ -246,6 +275,7 @@ class Engine:
         finally:
             self.sessions.discard(session)
             self._release_bucket(session)
+            self._leave_topics(session)
             if session.user_id is None:
                 # What belongs to an anonymous connection dies with it (its runs excepted:
                 # they are resumable by id until they end and expire).
@@ -253,24 +283,135 @@ class Engine:
                     await self.objectives.drop_owner(session.owner)
                     await self.conversations.drop_owner(session.owner)
 
+    # --- delivery: everyone, one user, a topic (any process, through the broker) ---------
+
     def broadcast(self, type: str, data: Any) -> int:
         """Send one event to every connected client (the RAG seed's broadcasts).
 
-        The frame is encoded once per wire format, not once per client. Returns how many
-        sessions it was queued for.
+        With a shared broker, the clients of every worker get it. The frame is encoded
+        once per wire format, not once per client. Returns how many sessions of this
+        process it was queued for.
         """
+        self.broker.publish(BusMessage(self.origin, ALL, None, type, data))
+        return self._deliver(self.sessions, type, data)
+
+    def send_to_user(self, user_id: str, type: str, data: Any) -> int:
+        """Send one event to every connection of ``user_id``, on any worker.
+
+        Returns how many sessions of this process it was queued for.
+        """
+        self.broker.publish(BusMessage(self.origin, USER, user_id, type, data))
+        return self._deliver([s for s in self.sessions if s.user_id == user_id], type, data)
+
+    def publish(self, topic: str, type: str, data: Any) -> int:
+        """Send one event to the clients subscribed to ``topic``, on any worker.
+
+        The frame's ``metadata`` is ``{"topic": topic}``. A process that is not a server
+        publishes with ``streamcore.backends.RedisPublisher(url).publish(topic, type, data)``.
+        Returns how many sessions of this process it was queued for.
+        """
+        self.broker.publish(BusMessage(self.origin, TOPIC, topic, type, data))
+        return self._deliver(self.topics.get(topic, ()), type, data, {"topic": topic})
+
+    @staticmethod
+    def _deliver(sessions: Iterable[Session], type: str, data: Any, metadata: Any = None) -> int:
+        # Outboxes never block: a dead or slow connection cannot stall the others (the
+        # writer's watchdog closes clients that stop reading).
         frames: dict[int, bytes] = {}
         count = 0
-        for session in list(self.sessions):
+        for session in list(sessions):
             if session.closed:
                 continue
             codec = session.codec
             frame = frames.get(id(codec))
             if frame is None:
-                frame = frames[id(codec)] = codec.encode(type, data)
+                try:
+                    frame = frames[id(codec)] = codec.encode(type, data, metadata)
+                except Exception:
+                    _log.exception("delivery.encode_failed", type=type)
+                    return count
             session.outbox.put(frame)
             count += 1
         return count
+
+    def _on_bus(self, msg: BusMessage) -> None:
+        """A message from the broker (another worker, a publisher, or this engine's own)."""
+        if msg.origin == self.origin:
+            return
+        kind = msg.kind
+        if kind == ALL:
+            self._deliver(self.sessions, msg.type, msg.data)
+        elif kind == USER:
+            self._deliver([s for s in self.sessions if s.user_id == msg.target], msg.type, msg.data)
+        elif kind == TOPIC:
+            self._deliver(self.topics.get(msg.target, ()), msg.type, msg.data, {"topic": msg.target})
+        elif kind == STOP:
+            run = self.runs.get(msg.target)
+            if run is not None and self.may_read(msg.data, run.owner):
+                run.stop("user_cancelled")
+        elif kind == WATCH:
+            run = self.runs.get(msg.target)
+            if run is not None:
+                self._remote_watch(run)
+
+    def topic_authorizer(self, func: Callable[[Session, str], Any]) -> Callable[[Session, str], Any]:
+        """Register the hook that decides whether a client may SUBSCRIBE to a topic.
+
+        ``func(session, topic)`` returns (or, as a coroutine function, resolves to) a bool.
+        Without a hook, every SUBSCRIBE is refused (``NOT_FOUND``). Usable as a decorator::
+
+            @engine.topic_authorizer
+            async def may_follow(session, topic):
+                return topic == "indexing" or topic == f"user:{session.user_id}"
+        """
+        self._topic_authorizer = func
+        return func
+
+    async def authorize_topic(self, session: Session, topic: str) -> bool:
+        func = self._topic_authorizer
+        if func is None:
+            return False
+        allowed = func(session, topic)
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+        return bool(allowed)
+
+    #: topics one connection may follow at once.
+    max_topics_per_session = 64
+
+    def subscribe_topic(self, session: Session, topic: str) -> None:
+        """Make ``session`` receive what is published to ``topic`` (no authorisation check:
+        applications call it for their own reasons; clients go through SUBSCRIBE)."""
+        mine = self._session_topics.setdefault(session, set())
+        if topic in mine:
+            return
+        if len(mine) >= self.max_topics_per_session:
+            raise StreamcoreError(
+                f"at most {self.max_topics_per_session} topics per connection",
+                code=ErrorCode.RATE_LIMIT,
+                retry_after_ms=self.config.limits.retry_after_ms,
+            )
+        mine.add(topic)
+        self.topics.setdefault(topic, set()).add(session)
+
+    def unsubscribe_topic(self, session: Session, topic: str) -> bool:
+        """Stop ``session`` receiving ``topic``; False when it was not subscribed."""
+        mine = self._session_topics.get(session)
+        if not mine or topic not in mine:
+            return False
+        mine.discard(topic)
+        if not mine:
+            del self._session_topics[session]
+        members = self.topics.get(topic)
+        if members is not None:
+            members.discard(session)
+            if not members:
+                del self.topics[topic]
+        return True
+
+    def _leave_topics(self, session: Session) -> None:
+        for topic in list(self._session_topics.get(session, ())):
+            self.unsubscribe_topic(session, topic)
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -292,29 +433,68 @@ class Engine:
             raise StreamcoreError("the server is shutting down; try again shortly", code=ErrorCode.SERVER_ERROR)
         lim = self.config.limits
         owner = session.owner
-        if self.active.get(owner, 0) >= lim.max_concurrent_generations:
+        # 128 random bits: an anonymous run is reachable by its id alone.
+        message_id = "msg-" + secrets.token_urlsafe(16)
+        # In memory the slot is taken here; a shared limiter decides in the run's task
+        # (the answer needs I/O), before the provider is called.
+        slot = self.limiter.try_acquire(owner, message_id, lim.max_concurrent_generations)
+        if slot is False:
             raise StreamcoreError(
                 f"at most {lim.max_concurrent_generations} generations at once",
                 code=ErrorCode.RATE_LIMIT,
                 retry_after_ms=lim.retry_after_ms,
             )
-        if len(self.runs) >= lim.max_generations:
-            raise StreamcoreError(
-                "the server is busy; try again shortly", code=ErrorCode.RATE_LIMIT, retry_after_ms=lim.retry_after_ms
-            )
-        # 128 random bits: an anonymous run is reachable by its id alone.
-        message_id = "msg-" + secrets.token_urlsafe(16)
-        writer = self.runlog.open(message_id, owner)
+        try:
+            if len(self.runs) >= lim.max_generations:
+                raise StreamcoreError(
+                    "the server is busy; try again shortly", code=ErrorCode.RATE_LIMIT, retry_after_ms=lim.retry_after_ms
+                )
+            writer = self.runlog.open(message_id, owner)
+        except BaseException:
+            if slot:
+                self._release_slot(owner, message_id)
+            raise
         run = Run(self, message_id, owner, request, writer, request_id=request_id, conversation=conversation)
         self.runs[message_id] = run
         self.active[owner] = self.active.get(owner, 0) + 1
         session.send(EventType.AI_THINKING, ThinkingData(now_ms()), request_id=request_id)
         session.follow(Subscription(session, run, message_id, request_id), run)
-        self._tg.start_soon(run.execute)
+        self._tg.start_soon(self._admit_and_execute, run, not slot)
         return run
 
+    async def _admit_and_execute(self, run: Run, acquire: bool) -> None:
+        """Take the run's slot from a shared limiter if needed, then run it; refused: ERROR
+        and END. Nothing a run raises reaches the engine's task group (other runs go on)."""
+        limit = self.config.limits.max_concurrent_generations
+        admitted = True
+        if acquire:
+            try:
+                admitted = await self.limiter.acquire(run.owner, run.message_id, limit)
+            except Exception:  # a limiter bug: the worker's own count decides
+                _log.exception("limits.failed", message_id=run.message_id)
+                admitted = self.active.get(run.owner, 0) <= limit
+        if admitted:
+            try:
+                await run.execute()
+            except Exception:
+                _log.exception("run.failed", message_id=run.message_id)
+            return
+        lim = self.config.limits
+        _log.info("generation.refused", message_id=run.message_id, reason="concurrency", limit=limit)
+        failure = Failure(ErrorCode.RATE_LIMIT, f"at most {limit} generations at once", True, lim.retry_after_ms)
+        for entry in run.machine.finish("error", failure=failure):
+            run._emit(entry)
+        run._seal()
+
+    def _release_slot(self, owner: str, message_id: str) -> None:
+        release_now = getattr(self.limiter, "release_now", None)
+        if release_now is not None:
+            release_now(owner, message_id)
+        elif self._tg is not None:
+            self._tg.start_soon(self.limiter.release, owner, message_id)
+
     @staticmethod
-    def _may_read(reader: str, owner: str) -> bool:
+    def may_read(reader: str, owner: str) -> bool:
         # A user reaches only their own runs; anonymous runs are reachable by any
         # anonymous connection that knows the (unguessable) message id.
         return reader == owner or (reader.startswith("a:") and owner.startswith("a:"))
@@ -327,12 +507,12 @@ class Engine:
         """
         run = self.runs.get(message_id)
         if run is not None:
-            if not self._may_read(session.owner, run.owner):
+            if not self.may_read(session.owner, run.owner):
                 raise NotFound(f"no such message {message_id[:128]!r}")
             session.follow(Subscription(session, run, message_id, request_id, last_seq), run)
             return
         info = await self.runlog.info(message_id)
-        if info is None or not self._may_read(session.owner, info.owner):
+        if info is None or not self.may_read(session.owner, info.owner):
             raise NotFound(f"no such message {message_id[:128]!r}")
         source = _PulledSource()
         sub = Subscription(session, source, message_id, request_id, last_seq)
@@ -341,10 +521,37 @@ class Engine:
             session._tg.start_soon(self._pull, sub, source, message_id)
 
     async def _pull(self, sub: Subscription, source: _PulledSource, message_id: str) -> None:
-        """Read a run that is not live here from the log into ``sub``, until it is sealed."""
+        """Read a run that is not live here from the log into ``sub``, until it is sealed.
+
+        With a shared broker it tells the worker running it, every third of the grace
+        period, that someone still follows (so the run is not abandoned). When the log
+        cannot be read it retries for up to ``grace_period`` (at least 5 s), then sends a
+        retryable ERROR and lets go (the client may RESUME from its last ``seq``).
+        """
         cursor = sub.cursor
+        shared = self.broker.shared
+        rc = self.config.runs
+        beat_every = max(1.0, rc.grace_period / 3)
+        next_beat = 0.0
+        failing_since: float | None = None
+        backoff = 0.05
         while not sub.closed and not source.sealed:
-            entries, done = await self.runlog.read(message_id, cursor, wait=1.0)
+            now = anyio.current_time()
+            if shared and now >= next_beat:
+                self.broker.publish(BusMessage(self.origin, WATCH, message_id))
+                next_beat = now + beat_every
+            try:
+                entries, done = await self.runlog.read(message_id, cursor, wait=1.0)
+            except StreamcoreError as exc:
+                failing_since = failing_since or now
+                if now - failing_since > max(5.0, rc.grace_period):
+                    sub.session.send_error(exc, sub.request_id)
+                    sub.close()
+                    return
+                await anyio.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+                continue
+            failing_since, backoff = None, 0.05
             if entries:
                 source.entries.extend(entries)
                 cursor = entries[-1][0]
@@ -354,16 +561,51 @@ class Engine:
     def stop_run(self, message_id: str, owner: str) -> bool:
         """Stop a live run of ``owner``; False when there is no such live run here."""
         run = self.runs.get(message_id)
-        if run is None or not self._may_read(owner, run.owner):
+        if run is None or not self.may_read(owner, run.owner):
             return False
         run.stop("user_cancelled")
         return True
+
+    def stop_elsewhere(self, message_id: str, owner: str) -> None:
+        """Ask the worker running ``message_id`` to stop it (it checks ``owner`` again)."""
+        if self.broker.shared:
+            self.broker.publish(BusMessage(self.origin, STOP, message_id, None, owner))
+
+    async def stop_anywhere(self, message_id: str, owner: str) -> bool:
+        """Stop a run of ``owner`` on whichever worker runs it.
+
+        Returns False when the run is unknown, expired or another owner's; True when it was
+        stopped, asked to stop, or had already ended (a client racing the end).
+
+        Raises:
+            StreamcoreError: the shared log is unreachable (retryable).
+        """
+        if self.stop_run(message_id, owner):
+            return True
+        if not self.broker.shared:
+            return self.run_known(message_id, owner)
+        info = await self.runlog.info(message_id)
+        if info is None or not self.may_read(owner, info.owner):
+            return False
+        if not info.done:
+            self.stop_elsewhere(message_id, owner)
+        return True
+
+    def _remote_watch(self, run: Run) -> None:
+        """A reader on another worker follows ``run``: restart its grace period."""
+        if run.sealed or self._tg is None or self.closing or self.config.runs.always_finish:
+            return
+        if run._grace is not None:
+            run._grace.cancel()
+            run._grace = None
+        if not run.subscribers:
+            self._tg.start_soon(run.grace, self.config.runs.grace_period)
 
     def run_known(self, message_id: str, owner: str) -> bool:
         """Whether ``owner`` may know ``message_id`` as a finished, retained run."""
         get = getattr(self.runlog, "get", None)
         record = get(message_id) if get is not None else None
-        return record is not None and self._may_read(owner, record.owner)
+        return record is not None and self.may_read(owner, record.owner)
 
     def unsubscribe(self, sub: Subscription) -> None:
         if isinstance(sub.source, Run):
@@ -384,6 +626,7 @@ class Engine:
 
     def _run_sealed(self, run: Run) -> None:
         self.runs.pop(run.message_id, None)
+        self._release_slot(run.owner, run.message_id)
         count = self.active.get(run.owner, 0)
         if count <= 1:
             self.active.pop(run.owner, None)
@@ -398,7 +641,21 @@ class Engine:
         if self._tg is None:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
+            await self._start_backends()
         return self
+
+    async def _start_backends(self) -> None:
+        """Start the backends' background tasks (flushing, Pub/Sub) in the engine's group."""
+        if self._backends_started or self._tg is None:
+            return
+        self._backends_started = True
+        for backend in (self.runlog, self.broker, self.limiter):
+            start = getattr(backend, "start", None)
+            if start is not None:
+                start(self._tg)
+        wait_ready = getattr(self.broker, "wait_ready", None)
+        if wait_ready is not None and not await wait_ready(2.0):
+            _log.warning("broker.not_ready", note="serving; messages from other workers arrive once it connects")
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.aclose()
@@ -413,6 +670,7 @@ class Engine:
         self._host_stop = anyio.Event()
         self._host = asyncio.get_running_loop().create_task(self._hold(started))
         await started.wait()
+        await self._start_backends()
 
     async def _hold(self, started: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
@@ -464,11 +722,14 @@ class Engine:
             await tg.__aexit__(None, None, None)
         with anyio.CancelScope(shield=True):
             await close_provider(self.provider, cleanup)
-            for store in (self.runlog, self.conversations, self.objectives):
+            for store in (self.runlog, self.conversations, self.objectives, self.broker, self.limiter, self.backends):
                 aclose = getattr(store, "aclose", None)
                 if aclose is not None:
                     with anyio.move_on_after(cleanup):
-                        await aclose()
+                        try:
+                            await aclose()
+                        except Exception:  # a backend that fails to close never fails shutdown
+                            _log.exception("backend.close_failed", backend=type(store).__name__)
 
     # --- helpers for sessions -------------------------------------------------------------
 
@@ -512,20 +773,13 @@ class Engine:
         return [q.strip() for q in value if q.strip()][:5]
 
     def rate_bucket(self, session: Session) -> TokenBucket:
-        """The message bucket of the session's user (its own when anonymous)."""
-        lim = self.config.limits
-        if not session.user_id:
-            return TokenBucket(lim.messages_per_interval, lim.interval)
-        entry = self._buckets.get(session.user_id)
-        if entry is None:
-            entry = self._buckets[session.user_id] = [TokenBucket(lim.messages_per_interval, lim.interval), 0]
-        entry[1] += 1
-        return entry[0]
+        """The message bucket of the session's user (its own when anonymous).
+
+        Its ``take()`` returns 0 or the milliseconds to wait; with a shared limiter it may
+        return an awaitable of that number.
+        """
+        return self.limiter.rate(session)
 
     def _release_bucket(self, session: Session) -> None:
-        entry = self._buckets.get(session.user_id or "")
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] <= 0:
-                del self._buckets[session.user_id]
+        self.limiter.release_rate(session)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from .errors import NotFound, ProtocolError
 from .objectives import objective_instructions
 from .protocol import (
@@ -23,6 +25,7 @@ from .protocol import (
     StopGeneration,
     UpdateObjective,
     UserMessage,
+    _ClientFrame,
 )
 from .provider import ChatMessage, ObjectiveSpec
 from .run import Conversation
@@ -72,15 +75,30 @@ def stop_generation(session: Session, frame: StopGeneration) -> None:
     target = frame.data.messageId
     engine = session.engine
     if target is None:
-        # Every stream this connection reads (started or resumed) stops.
+        # Every stream this connection reads (started or resumed, here or on another
+        # worker: that worker checks the owner again) stops.
         for message_id in list(session.subscriptions):
-            engine.stop_run(message_id, session.owner)
+            if not engine.stop_run(message_id, session.owner):
+                engine.stop_elsewhere(message_id, session.owner)
         return
     message_id = session.requests.get(target, target)
-    if not engine.stop_run(message_id, session.owner):
-        # Finished and still retained: a client racing the end is not an error.
-        if not engine.run_known(message_id, session.owner):
-            raise NotFound(f"no such message {target[:128]!r}")
+    if engine.stop_run(message_id, session.owner):
+        return
+    if engine.broker.shared:
+        # Maybe running on another worker: asking the shared log takes I/O, so it runs
+        # beside the reader like any coroutine handler.
+        session._spawn_handler(_stop_anywhere, frame)
+        return
+    # Finished and still retained: a client racing the end is not an error.
+    if not engine.run_known(message_id, session.owner):
+        raise NotFound(f"no such message {target[:128]!r}")
+
+
+async def _stop_anywhere(session: Session, frame: StopGeneration) -> None:
+    target = frame.data.messageId or ""
+    message_id = session.requests.get(target, target)
+    if not await session.engine.stop_anywhere(message_id, session.owner):
+        raise NotFound(f"no such message {target[:128]!r}")
 
 
 async def update_objective(session: Session, frame: UpdateObjective) -> None:
@@ -97,6 +115,52 @@ async def resume(session: Session, frame: Resume) -> None:
     await session.engine.resume(session, d.messageId, d.lastSeq or 0, request_id=frame.id)
 
 
+#: the longest topic name a client may SUBSCRIBE to.
+MAX_TOPIC_LENGTH = 256
+
+
+class TopicData(msgspec.Struct):
+    topic: str
+
+
+class Subscribe(_ClientFrame, tag="SUBSCRIBE"):
+    """``SUBSCRIBE {topic}``: receive what is published to ``topic`` (if authorised)."""
+
+    data: TopicData
+
+
+class Unsubscribe(_ClientFrame, tag="UNSUBSCRIBE"):
+    """``UNSUBSCRIBE {topic}``: stop receiving ``topic``."""
+
+    data: TopicData
+
+
+def _topic(frame: Any) -> str:
+    topic = frame.data.topic
+    if not 0 < len(topic) <= MAX_TOPIC_LENGTH:
+        raise ProtocolError(
+            f"`topic` must be 1 to {MAX_TOPIC_LENGTH} characters - at `$.data.topic`", request_id=frame.id
+        )
+    return topic
+
+
+async def subscribe(session: Session, frame: Subscribe) -> None:
+    topic = _topic(frame)
+    engine = session.engine
+    # Unknown and forbidden topics are indistinguishable, like runs.
+    if not await engine.authorize_topic(session, topic):
+        raise NotFound(f"no such topic {topic[:128]!r}")
+    if not session.closed:
+        engine.subscribe_topic(session, topic)
+        session.send("SUBSCRIBED", TopicData(topic), request_id=frame.id)
+
+
+def unsubscribe(session: Session, frame: Unsubscribe) -> None:
+    topic = _topic(frame)
+    session.engine.unsubscribe_topic(session, topic)
+    session.send("UNSUBSCRIBED", TopicData(topic), request_id=frame.id)
+
+
 def register_builtins(engine: Engine) -> None:
     """Register the protocol's own commands in ``engine``'s handler registry."""
     table: dict[type, Any] = {
@@ -106,6 +170,8 @@ def register_builtins(engine: Engine) -> None:
         UpdateObjective: update_objective,
         Ping: ping,
         Resume: resume,
+        Subscribe: subscribe,
+        Unsubscribe: unsubscribe,
     }
     for frame_type, handler in table.items():
         engine._register(frame_type, handler)

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Iterable
 
 import anyio
-import structlog
+from .log import get_logger
 
 from .errors import ConnectionClosed, ProtocolError, StreamcoreError
 from .outbox import Outbox
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Session"]
 
-_log = structlog.get_logger("streamcore")
+_log = get_logger("streamcore")
 
 #: request ids remembered per connection, for STOP_GENERATION by the client's frame id.
 _MAX_REQUEST_IDS = 256
@@ -154,6 +154,8 @@ class Session:
                 # Every frame costs a token, decodable or not: a flood of bad frames or
                 # of PINGs is limited like a flood of messages.
                 wait = take()
+                if wait.__class__ is not int:  # a shared limiter answers asynchronously
+                    wait = await wait
                 if wait:
                     self._over_limit(wait, raw)
                     continue

@@ -1,0 +1,123 @@
+"""Limits on what each user may do: messages per interval, generations at once.
+
+A :class:`Limiter` answers two questions for the engine:
+
+- **rate**: may this connection's next frame go through? ``rate(session)`` returns a bucket
+  whose ``take()`` gives 0 (allowed) or the milliseconds until a frame would be; for a
+  shared backend ``take()`` may return an awaitable of that number (the read loop awaits it).
+  A user's connections share one bucket; an anonymous connection has its own.
+- **concurrency**: may ``owner`` start one more run? ``try_acquire`` decides at once when it
+  can (in memory, always), or returns None when the answer needs I/O: then the engine awaits
+  ``acquire`` in the run's own task before the provider is called.
+
+:class:`MemoryLimiter` is the default: one process, no dependency, exact. The Redis limiter
+(:mod:`streamcore.backends.redis`) holds the same limits across every worker, atomically.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Protocol, Union
+
+from .ratelimit import TokenBucket
+
+__all__ = ["Limiter", "RateBucket", "MemoryLimiter"]
+
+
+class RateBucket(Protocol):
+    def take(self) -> Union[int, Awaitable[int]]:
+        """Take one token: 0 when allowed, else milliseconds until one is free."""
+
+
+class Limiter(Protocol):
+    """Rate and concurrency limits, per user (memory now; Redis behind the same interface)."""
+
+    #: True when the limits hold across processes (a shared backend).
+    shared: bool
+
+    def rate(self, session: Any) -> RateBucket:
+        """The message bucket of ``session``'s user (its own when anonymous)."""
+
+    def release_rate(self, session: Any) -> None:
+        """``session`` closed: forget its bucket when it was the last user of it."""
+
+    def try_acquire(self, owner: str, run_id: str, limit: int) -> bool | None:
+        """Take a generation slot at once (True/False), or None to decide in :meth:`acquire`."""
+
+    async def acquire(self, owner: str, run_id: str, limit: int) -> bool:
+        """Take a generation slot for ``run_id``; False when ``owner`` has ``limit`` already."""
+
+    async def release(self, owner: str, run_id: str) -> None:
+        """Give back ``run_id``'s slot (idempotent)."""
+
+    async def aclose(self) -> None:
+        """Release the backend's resources."""
+
+
+class MemoryLimiter:
+    """The in-process limiter.
+
+    Args:
+        messages: messages per ``interval`` (the bucket's burst too).
+        interval: seconds of a full refill.
+    """
+
+    shared = False
+
+    def __init__(self, messages: int = 30, interval: float = 10.0) -> None:
+        self.messages = messages
+        self.interval = interval
+        #: user id -> [bucket, connections using it]
+        self._buckets: dict[str, list] = {}
+        #: owner -> run ids holding a slot
+        self._slots: dict[str, set[str]] = {}
+
+    def active(self, owner: str) -> int:
+        return len(self._slots.get(owner, ()))
+
+    def rate(self, session: Any) -> TokenBucket:
+        user_id = getattr(session, "user_id", None)
+        if not user_id:
+            return TokenBucket(self.messages, self.interval)
+        entry = self._buckets.get(user_id)
+        if entry is None:
+            entry = self._buckets[user_id] = [TokenBucket(self.messages, self.interval), 0]
+        entry[1] += 1
+        return entry[0]
+
+    def release_rate(self, session: Any) -> None:
+        user_id = getattr(session, "user_id", None) or ""
+        entry = self._buckets.get(user_id)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._buckets[user_id]
+
+    def try_acquire(self, owner: str, run_id: str, limit: int) -> bool:
+        mine = self._slots.get(owner)
+        if mine is None:
+            mine = self._slots[owner] = set()
+        if run_id in mine:
+            return True
+        if len(mine) >= limit:
+            if not mine:
+                del self._slots[owner]
+            return False
+        mine.add(run_id)
+        return True
+
+    async def acquire(self, owner: str, run_id: str, limit: int) -> bool:
+        return self.try_acquire(owner, run_id, limit)
+
+    async def release(self, owner: str, run_id: str) -> None:
+        self.release_now(owner, run_id)
+
+    def release_now(self, owner: str, run_id: str) -> None:
+        mine = self._slots.get(owner)
+        if mine is not None:
+            mine.discard(run_id)
+            if not mine:
+                del self._slots[owner]
+
+    async def aclose(self) -> None:
+        self._buckets.clear()
+        self._slots.clear()

@@ -1,4 +1,4 @@
-"""Codec and engine micro-benchmarks (no sockets).
+"""Codec, engine, run log and resume micro-benchmarks (no sockets).
 
 - codec: AI_MESSAGE_CHUNK envelopes encoded per second by streamcore's chunk path, against
   ``json.dumps`` and ``orjson.dumps`` of the equivalent dict built per frame (same id and
@@ -6,6 +6,9 @@
   against ``json.loads``/``orjson.loads`` (parse only, no validation).
 - engine: the cost per chunk from provider delta to encoded frame, through a real Session
   with a provider that yields instantly and a connection whose ``send`` does nothing.
+- run log: what each chunk pays the in-memory run log (an entry tuple and an append).
+- resume: a finished run replayed by RESUME to an in-memory connection, and several
+  readers following one live run.
 """
 
 from __future__ import annotations
@@ -203,21 +206,19 @@ async def _send_alone(frames: int) -> float:
     return time.perf_counter() - t0
 
 
-def bench_engine(n: int, per_message: int = 500) -> dict[str, Any]:
+def bench_engine(n: int, per_message: int = 500, repeats: int = 5) -> dict[str, Any]:
     """Engine cost per chunk: ``n`` chunks in messages of ``per_message`` chunks each.
 
     The provider's own cost and the benchmark connection's ``send`` (the transport's
-    share) are measured alone and subtracted.
+    share) are measured alone and subtracted. Best of ``repeats`` runs each.
     """
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # no log I/O in timings
+    _quiet_logs()
 
     async def main():
-        base = min([await _provider_only(n, per_message) for _ in range(3)])
-        send = min([await _send_alone(n) for _ in range(3)]) / n
-        per_frame = min([await _engine_run(n, per_message, False) for _ in range(3)])
-        merged = min([await _engine_run(n, per_message, True) for _ in range(3)])
+        base = min([await _provider_only(n, per_message) for _ in range(repeats)])
+        send = min([await _send_alone(n) for _ in range(repeats)]) / n
+        per_frame = min([await _engine_run(n, per_message, False) for _ in range(repeats)])
+        merged = min([await _engine_run(n, per_message, True) for _ in range(repeats)])
         return base, send, per_frame, merged
 
     base, send, (t_frame, frames), (t_merged, merged_frames) = anyio.run(main)
@@ -233,3 +234,217 @@ def bench_engine(n: int, per_message: int = 500) -> dict[str, Any]:
         "engine_us_per_chunk_merged": (t_merged - base) / n * 1e6,
         "frames_merged": merged_frames,
     }
+
+
+def _quiet_logs() -> None:
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # no log I/O in timings
+
+
+def bench_runlog(n: int, per_run: int = 500) -> dict[str, Any]:
+    """The run log's own cost per chunk, as the run pays it (no engine around it).
+
+    Per chunk a run builds one ``(seq, kind, text)`` tuple and appends it to its
+    :class:`~streamcore.runlog.MemoryRunLog` writer (the list's own ``append``); per run it
+    opens the log and finishes it. Measured against the same loop without the log.
+    """
+    from streamcore.events import Kind
+    from streamcore.runlog import MemoryRunLog
+
+    text_kind = Kind.TEXT
+    runs = max(1, n // per_run)
+    n = runs * per_run
+
+    def bare(_):
+        for r in range(runs):
+            for seq in range(1, per_run + 1):
+                pass
+
+    def appends(_):
+        entries: list = []
+        for r in range(runs):
+            append = entries.append
+            for seq in range(1, per_run + 1):
+                append((seq, text_kind, CONTENT))
+
+    def with_log(_):
+        log = MemoryRunLog(max_runs=runs + 1)
+        for r in range(runs):
+            writer = log.open(f"msg-bench-{r}", "a:bench")
+            append = writer.append
+            for seq in range(1, per_run + 1):
+                append((seq, text_kind, CONTENT))
+            writer.finish(per_run * len(CONTENT))
+
+    t_bare = 1 / _rate(bare, 1)
+    t_append = 1 / _rate(appends, 1)
+    t_log = 1 / _rate(with_log, 1)
+    return {
+        "chunks": n,
+        "chunks_per_run": per_run,
+        "append_us_per_chunk": max(0.0, t_append - t_bare) / n * 1e6,
+        "log_us_per_chunk": max(0.0, t_log - t_bare) / n * 1e6,
+    }
+
+
+class ScriptedConnection:
+    """An in-memory connection: the benchmark pushes client frames, ``send`` only counts.
+
+    ``ended`` is set by each AI_MESSAGE_END (or ERROR) frame; ``last_end`` keeps that frame.
+    """
+
+    def __init__(self) -> None:
+        from collections import deque
+
+        self.inbox: Any = deque()
+        self.ready = anyio.Event()
+        self.ended = anyio.Event()
+        self.frames = 0
+        self.bytes = 0
+        self.last_end = b""
+        self.hung_up = False
+
+    def push(self, text: str) -> anyio.Event:
+        """Queue a client frame; returns the event set by the END that answers it."""
+        self.ended = anyio.Event()
+        self.inbox.append(text)
+        self.ready.set()
+        return self.ended
+
+    def hang_up(self) -> None:
+        self.hung_up = True
+        self.ready.set()
+
+    async def receive(self):
+        while not self.inbox:
+            if self.hung_up:
+                raise ConnectionClosed(1000)
+            self.ready = anyio.Event()
+            await self.ready.wait()
+        return self.inbox.popleft()
+
+    async def send(self, frame: bytes) -> None:
+        self.frames += 1
+        self.bytes += len(frame)
+        head = frame[:64]
+        if b"AI_MESSAGE_END" in head or b'"type":"ERROR"' in head:
+            self.last_end = frame
+            self.ended.set()
+
+    async def close(self, code=1000, reason=""):
+        self.hang_up()
+
+
+def _bench_config(coalesce: bool) -> Config:
+    config = Config()
+    lim = config.limits
+    lim.coalesce_chunks = coalesce
+    lim.messages_per_interval = 1 << 30
+    lim.max_concurrent_generations = 1 << 20
+    lim.max_generations = 1 << 20
+    lim.history_messages = 0
+    lim.idle_timeout = 3600
+    return config
+
+
+def _end_data(conn: ScriptedConnection) -> dict[str, Any]:
+    envelope = json.loads(conn.last_end)
+    if envelope["type"] != "AI_MESSAGE_END":
+        raise RuntimeError(f"benchmark run failed: {envelope}")
+    return envelope["data"]
+
+
+async def _replay(chunks: int, replays: int, coalesce: bool) -> dict[str, Any]:
+    engine = Engine(_bench_config(coalesce), provider=InstantProvider(chunks))
+    producer, reader = ScriptedConnection(), ScriptedConnection()
+    times: list[float] = []
+    async with engine, anyio.create_task_group() as tg:
+        tg.start_soon(engine.serve, producer, ConnectionInfo())
+        tg.start_soon(engine.serve, reader, ConnectionInfo())
+        with anyio.fail_after(60):
+            await producer.push('{"type":"USER_MESSAGE","data":{"content":"go"}}').wait()
+            message_id = _end_data(producer)["messageId"]
+            await anyio.sleep(0)  # the run seals after its END: replays read the finished log
+            assert message_id not in engine.runs, "the run should be finished"
+            resume = json.dumps({"type": "RESUME", "data": {"messageId": message_id, "lastSeq": 0}})
+            frames = 0
+            for _ in range(replays):
+                gc.collect()
+                before = reader.frames
+                t0 = time.perf_counter()
+                await reader.push(resume).wait()
+                times.append(time.perf_counter() - t0)
+                _end_data(reader)
+                frames = reader.frames - before
+        producer.hang_up()
+        reader.hang_up()
+    times.sort()
+    return {"best_s": times[0], "median_s": times[len(times) // 2], "frames": frames}
+
+
+async def _follow(chunks: int, readers: int) -> float:
+    """Seconds from the first chunk to the last reader's END, ``readers`` on one live run."""
+    gate = anyio.Event()
+
+    class GatedProvider(InstantProvider):
+        async def stream(self, request):
+            await gate.wait()  # every reader is attached before the first chunk
+            for _ in range(self.n):
+                yield CONTENT
+            yield Completion()
+
+    engine = Engine(_bench_config(False), provider=GatedProvider(chunks))
+    conns = [ScriptedConnection() for _ in range(readers)]
+    async with engine, anyio.create_task_group() as tg:
+        for conn in conns:
+            tg.start_soon(engine.serve, conn, ConnectionInfo())
+        with anyio.fail_after(60):
+            ends = [conns[0].push('{"type":"USER_MESSAGE","data":{"content":"go"}}')]
+            while not engine.runs:
+                await anyio.sleep(0.001)
+            (message_id, run), = engine.runs.items()
+            resume = json.dumps({"type": "RESUME", "data": {"messageId": message_id}})
+            ends += [conn.push(resume) for conn in conns[1:]]
+            while len(run.subscribers) < readers:
+                await anyio.sleep(0.001)
+            gc.collect()
+            t0 = time.perf_counter()
+            gate.set()
+            for end in ends:
+                await end.wait()
+            elapsed = time.perf_counter() - t0
+        for conn in conns:
+            _end_data(conn)
+            conn.hang_up()
+    return elapsed
+
+
+def bench_replay(chunks: int = 10_000, replays: int = 5, coalesce: bool = True) -> dict[str, Any]:
+    """RESUME of a finished run from ``lastSeq`` 0, read back from the run log.
+
+    A finished run of ``chunks`` chunks is RESUMEd ``replays`` times by another connection
+    (in memory; its ``send`` only counts), timed from the RESUME frame to the END frame;
+    chunks are merged as the send buffer allows (``coalesce``, the default) or sent one
+    frame each. The best replay counts.
+    """
+    _quiet_logs()
+    r = anyio.run(_replay, chunks, replays, coalesce)
+    return {"chunks": chunks, "replays": replays, "chunks_per_s": chunks / r["best_s"],
+            "ms_per_replay": r["best_s"] * 1e3, "frames": r["frames"]}
+
+
+def bench_follow(chunks: int = 2_000, readers: int = 10, runs: int = 3) -> dict[str, Any]:
+    """Readers following one live run, one frame per chunk each (best of ``runs``).
+
+    The connection that asked and ``readers - 1`` others that RESUMEd it before its first
+    chunk; timed from the first chunk to the last reader's END.
+    """
+    _quiet_logs()
+
+    async def main():
+        return min([await _follow(chunks, readers) for _ in range(runs)])
+
+    elapsed = anyio.run(main)
+    return {"chunks": chunks, "readers": readers, "us_per_chunk": elapsed / chunks * 1e6,
+            "us_per_chunk_per_reader": elapsed / chunks / readers * 1e6}

@@ -33,6 +33,10 @@ class Server:
             raise RuntimeError(f"benchmark server failed to start: {line!r}")
         self.port = int(line.split()[1])
 
+    def cpu_s(self) -> float:
+        """CPU time (user + system) the server process has used so far, in seconds."""
+        return process_cpu_s(self.proc.pid)
+
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -50,13 +54,50 @@ class Server:
             self.proc.kill()
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``, all its threads.
+
+    Linux: ``/proc/<pid>/task/*/schedstat`` (nanoseconds), else ``/proc/<pid>/stat``
+    (utime + stime, in clock ticks: 10 ms here); elsewhere psutil when installed.
+    """
+    try:
+        total = 0
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with open(f"{task.path}/schedstat") as f:
+                total += int(f.read().split()[0])
+        if total:
+            return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+    except Exception:  # pragma: no cover
+        return float("nan")
+
+
 def throughput(adapter: str, impl: str, connections: int, chunks: int, size: int = 24, *,
                coalesce: bool = False, compression: bool = False, messages: int = 1) -> dict[str, Any]:
-    """Chunks per second delivered to ``connections`` clients, each asking ``messages`` replies."""
+    """Chunks per second delivered to ``connections`` clients, each asking ``messages`` replies,
+    and the server process's CPU time per chunk over the same period (connecting excluded)."""
     with Server(adapter=adapter, impl=impl, chunks=chunks, size=size, coalesce=int(coalesce),
                 compression=int(compression)) as server:
         asyncio.run(loadgen.run(server.port, connections, messages=1, deflate=compression))  # warm-up
-        result = asyncio.run(loadgen.run(server.port, connections, messages=messages, deflate=compression))
+        cpu: list[float] = []
+
+        def mark() -> None:
+            cpu.append(server.cpu_s())
+
+        result = asyncio.run(loadgen.run(server.port, connections, messages=messages, deflate=compression,
+                                         on_start=mark, on_end=mark))
     total_chunks = connections * messages * chunks
     return {
         "chunks_per_s": total_chunks / result["elapsed"],
@@ -64,6 +105,8 @@ def throughput(adapter: str, impl: str, connections: int, chunks: int, size: int
         "frames": result["frames"],
         "chunks": total_chunks,
         "wire_bytes_per_chunk": result["wire_bytes"] / total_chunks,
+        "server_cpu_us_per_chunk": (cpu[1] - cpu[0]) / total_chunks * 1e6,
+        "server_cpu_share": (cpu[1] - cpu[0]) / result["elapsed"],
     }
 
 
@@ -92,25 +135,33 @@ def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int) -> 
     }
 
 
-def memory(adapter: str, connections: int) -> dict[str, Any]:
-    """Server RSS per idle connection and per streaming connection (paced streams)."""
+def memory(adapter: str, connections: int, impl: str = "streamcore", chunks: int = 150, *,
+           settle: float = 0.5, stream_for: float = 1.0) -> dict[str, Any]:
+    """Server RSS per idle connection (``settle`` seconds after the last connected) and per
+    streaming connection (streams of 50 chunks/s, measured ``stream_for`` seconds in, while
+    every stream is open and producing: ``chunks`` must last longer)."""
 
     async def measure(server: Server) -> tuple[int, int, int]:
+        # One connection streaming first: what the first connection and reply load or
+        # allocate once (code paths, encoders, buffers) is in the base, not per connection.
+        warm = await loadgen.connect(server.port)
+        warm_wait = warm.request()
+        await asyncio.sleep(0.3)
         base = server.rss_kib()
         clients = []
         for i in range(0, connections, 100):
             clients += await asyncio.gather(*(loadgen.connect(server.port) for _ in range(min(100, connections - i))))
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(settle)
         idle = server.rss_kib()
         waits = [c.request() for c in clients]
-        await asyncio.sleep(1.0)  # every stream is now open and producing
+        await asyncio.sleep(stream_for)  # every stream is now open and producing
         streaming = server.rss_kib()
-        await asyncio.gather(*waits)
-        for c in clients:
+        await asyncio.gather(warm_wait, *waits)
+        for c in [warm, *clients]:
             c.transport.close()
         return base, idle, streaming
 
-    with Server(adapter=adapter, impl="streamcore", chunks=150, size=32, rate=50) as server:
+    with Server(adapter=adapter, impl=impl, chunks=chunks, size=32, rate=50) as server:
         base, idle, streaming = asyncio.run(measure(server))
     return {
         "connections": connections,

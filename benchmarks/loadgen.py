@@ -15,6 +15,7 @@ import os
 import struct
 import time
 import zlib
+from typing import Any, Callable
 
 REQUEST = b'{"type":"USER_MESSAGE","data":{"content":"go"}}'
 
@@ -138,8 +139,13 @@ async def connect(port: int, latency: list[int] | None = None, deflate: bool = F
 
 
 async def run(port: int, connections: int, messages: int = 1, latency: list[int] | None = None,
-              ttft: list[int] | None = None, deflate: bool = False) -> dict:
-    """Open ``connections``, then each asks ``messages`` replies in turn; returns timings."""
+              ttft: list[int] | None = None, deflate: bool = False,
+              on_start: Callable[[], Any] | None = None, on_end: Callable[[], Any] | None = None) -> dict:
+    """Open ``connections``, then each asks ``messages`` replies in turn; returns timings.
+
+    ``on_start`` and ``on_end`` are called right before the first request and right after
+    the last reply (connecting is not timed): the caller reads the server's CPU time there.
+    """
     clients = []
     for i in range(0, connections, 100):  # connect in waves so the backlog never overflows
         clients += await asyncio.gather(*(connect(port, latency, deflate) for _ in range(min(100, connections - i))))
@@ -151,9 +157,13 @@ async def run(port: int, connections: int, messages: int = 1, latency: list[int]
             if ttft is not None and client.first_frame_at:
                 ttft.append(client.first_frame_at - sent)
 
+    if on_start is not None:
+        on_start()
     t0 = time.perf_counter()
     await asyncio.gather(*(one(c) for c in clients))
     elapsed = time.perf_counter() - t0
+    if on_end is not None:
+        on_end()
     frames = sum(c.frames for c in clients)
     wire = sum(c.wire_bytes for c in clients)
     for c in clients:

@@ -1,4 +1,10 @@
-"""The benchmark sections, in the order they run."""
+"""The benchmark sections, in the order they run.
+
+Each section calls ``report.begin(name, total)`` with the number of measurements it will
+make, ``report.step(what)`` before each one (the progress line), ``report.add`` per table
+row and ``report.target`` per figure that has a target. The runner prints the section's
+tables once it returns.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +12,45 @@ from typing import Callable
 
 from .report import Report
 
+#: the adapters measured end to end: websockets, raw ASGI under uvicorn, Starlette.
+ADAPTERS = ("websockets", "asgi", "starlette")
+#: the transports whose figures are checked against targets.
+TARGET_ADAPTERS = ("asgi", "websockets")
+
+# Targets (printed beside the figures, never asserted).
+ENGINE_US_PER_CHUNK = 1.5
+THROUGHPUT_VS_RAW = 0.8
+CPU_VS_RAW = 1.25
+ADDED_P99_MS = 5.0
+KIB_PER_STREAM = 40.0
+
 
 def codec(report: Report, quick: bool) -> None:
     from .core import bench_codec
 
-    r = bench_codec(30_000 if quick else 300_000)
-    report.add("codec: AI_MESSAGE_CHUNK encode", {
+    n = 30_000 if quick else 300_000
+    report.begin("codec", 1)
+    report.step(f"{n:,} chunk frames encoded and {n:,} client frames decoded, each way")
+    r = bench_codec(n)
+    t = "codec: AI_MESSAGE_CHUNK encode"
+    report.add(t, {
         "encoder": "streamcore chunk path, clock read per frame",
         "frames_per_s": r["streamcore_chunk_per_s"],
         "x_json_dumps": r["streamcore_chunk_per_s"] / r["json_dumps_dict_per_s"],
     })
-    report.add("codec: AI_MESSAGE_CHUNK encode", {
+    report.add(t, {
         "encoder": "streamcore chunk path, clock read per batch (as the writer does)",
         "frames_per_s": r["streamcore_chunk_batched_per_s"],
         "x_json_dumps": r["streamcore_chunk_batched_per_s"] / r["json_dumps_dict_per_s"],
     })
-    report.add("codec: AI_MESSAGE_CHUNK encode", {
-        "encoder": "json.dumps(dict) + new_id + now_ms", "frames_per_s": r["json_dumps_dict_per_s"], "x_json_dumps": 1.0,
-    })
+    report.add(t, {"encoder": "json.dumps(dict) + new_id + now_ms", "frames_per_s": r["json_dumps_dict_per_s"],
+                   "x_json_dumps": 1.0})
     if "orjson_dict_per_s" in r:
-        report.add("codec: AI_MESSAGE_CHUNK encode", {
+        report.add(t, {
             "encoder": "orjson.dumps(dict) + new_id + now_ms", "frames_per_s": r["orjson_dict_per_s"],
             "x_json_dumps": r["orjson_dict_per_s"] / r["json_dumps_dict_per_s"],
         })
-    report.add("codec: AI_MESSAGE_CHUNK encode", {
+    report.add(t, {
         "encoder": "seed's naive loop: json.dumps + uuid4 + time", "frames_per_s": r["naive_seed_per_s"],
         "x_json_dumps": r["naive_seed_per_s"] / r["json_dumps_dict_per_s"],
     })
@@ -43,85 +64,176 @@ def codec(report: Report, quick: bool) -> None:
 
 
 def engine(report: Report, quick: bool) -> None:
-    from .core import bench_engine
+    from .core import bench_engine, bench_runlog
 
-    r = bench_engine(20_000 if quick else 200_000)
-    report.add("engine: provider delta to encoded frame", {
+    n = 40_000 if quick else 200_000
+    n_log = 300_000 if quick else 3_000_000
+    report.begin("engine", 2)
+    report.step(f"{n:,} chunks through a Session, one frame each and merged")
+    r = bench_engine(n)
+    report.step(f"run log alone, {n_log:,} appends")
+    log = bench_runlog(n_log)
+    t = "engine: provider delta to encoded frame"
+    one = r["engine_us_per_chunk_one_frame_each"]
+    report.add(t, {
         "mode": "one frame per chunk (coalesce_chunks = false)",
-        "us_per_chunk": r["engine_us_per_chunk_one_frame_each"],
+        "us_per_chunk": one,
         "frames": r["frames_one_frame_each"],
     })
-    report.add("engine: provider delta to encoded frame", {
+    report.add(t, {
         "mode": "merged (default; instant provider, nothing awaits between chunks)",
         "us_per_chunk": r["engine_us_per_chunk_merged"],
         "frames": r["frames_merged"],
     })
-    report.note("engine: provider delta to encoded frame",
-                f"{r['chunks']:,} chunks in messages of {r['chunks_per_message']}; subtracted: the provider "
-                f"alone ({r['provider_alone_us_per_chunk']:.3f} us/chunk) and the test connection's send "
-                f"({r['connection_send_us_per_frame']:.3f} us/frame); per-message work (THINKING/START/END, "
-                "task, log line) included.")
+    report.note(t, f"{r['chunks']:,} chunks in messages of {r['chunks_per_message']}; subtracted: the provider "
+                   f"alone ({r['provider_alone_us_per_chunk']:.3f} us/chunk) and the test connection's send "
+                   f"({r['connection_send_us_per_frame']:.3f} us/frame); per-message work (THINKING/START/END, "
+                   "task, log line) included, and so is the run log (next table).")
+    t = "engine: the run log's share"
+    report.add(t, {
+        "what": "(seq, kind, text) tuple + list append, per chunk",
+        "us_per_chunk": log["append_us_per_chunk"],
+        "share_of_engine_one_frame": log["append_us_per_chunk"] / one if one > 0 else float("nan"),
+    })
+    report.add(t, {
+        "what": f"same into a MemoryRunLog writer, opened and finished per run of {log['chunks_per_run']}",
+        "us_per_chunk": log["log_us_per_chunk"],
+        "share_of_engine_one_frame": log["log_us_per_chunk"] / one if one > 0 else float("nan"),
+    })
+    report.note(t, f"{log['chunks']:,} chunks, best of 3, less the same loop without the log: what each chunk "
+                   "pays the log, included in the engine figure above.")
+    report.target("engine, us per chunk, one frame per chunk", one, f"< {ENGINE_US_PER_CHUNK} us",
+                  one < ENGINE_US_PER_CHUNK, "us")
 
 
-SECTIONS: dict[str, Callable[[Report, bool], None]] = {
-    "codec": codec,
-    "engine": engine,
-}
+def resume(report: Report, quick: bool) -> None:
+    """RESUME of a finished run, and several readers following a live one."""
+    from .core import bench_follow, bench_replay
+
+    chunks = 10_000
+    replays = 3 if quick else 10
+    follow_chunks = 1_000 if quick else 5_000
+    readers = 10
+    report.begin("resume", 4)
+    t = "resume: replay of a finished run"
+    for coalesce, label in [(True, "merged as the send buffer allows (default)"),
+                            (False, "one frame per chunk (coalesce_chunks = false)")]:
+        report.step(f"RESUME of a finished {chunks:,}-chunk run, {label.split(' (')[0]}, x{replays}")
+        r = bench_replay(chunks, replays, coalesce)
+        report.add(t, {"mode": label, "chunks": chunks, "frames": r["frames"], "ms_per_replay": r["ms_per_replay"],
+                       "chunks_per_s": r["chunks_per_s"]})
+    report.note(t, "RESUME {messageId, lastSeq: 0} on another connection once the run has ended: read back from "
+                   "the in-memory run log, timed from the RESUME frame to the END frame on an in-memory connection "
+                   f"whose send only counts; best of {replays}.")
+    t = "resume: readers following one live run"
+    rows = {}
+    for n in (1, readers):
+        report.step(f"{n} reader{'s' if n > 1 else ''} of a live {follow_chunks:,}-chunk run")
+        rows[n] = bench_follow(follow_chunks, n, runs=2 if quick else 5)
+        report.add(t, {"readers": n, "us_per_chunk": rows[n]["us_per_chunk"],
+                       "us_per_chunk_per_reader": rows[n]["us_per_chunk_per_reader"]})
+    extra = (rows[readers]["us_per_chunk"] - rows[1]["us_per_chunk"]) / (readers - 1)
+    report.note(t, f"the connection that asked plus RESUMEs attached before the first chunk, one frame per chunk "
+                   f"each (encoded per reader), instant provider, in memory; each extra reader costs "
+                   f"{extra:.2f} us per chunk.")
 
 
-ADAPTERS = ("websockets", "asgi", "starlette")
+def providers(report: Report, quick: bool) -> None:
+    from .providers import bench_providers
+
+    chunks = 1000 if quick else 5000
+    report.begin("providers", 1)
+    report.step(f"openai and litellm providers reading a local {chunks:,}-chunk stream")
+    r = bench_providers(chunks, runs=2 if quick else 3)
+    t = "providers: microseconds per chunk, same local stream"
+    report.add(t, {
+        "openai_us_per_chunk": r["openai_us_per_chunk"],
+        "litellm_us_per_chunk": r["litellm_us_per_chunk"],
+        "litellm_over_openai": r["litellm_us_per_chunk"] / r["openai_us_per_chunk"],
+    })
+    report.note(t, "the OpenAI-format server runs in its own process and sends each reply as one burst, "
+                   "so the figure is the provider's own work (HTTP, SSE, decoding); best of the runs.")
+
+
+RAW = "raw transport, pre-encoded frames"
+ONE = "streamcore, one frame per chunk"
+MERGED = "streamcore, merging (provider faster than socket)"
+NAIVE = "seed's naive loop"
+_IMPLS = [("raw", False, RAW), ("streamcore", False, ONE), ("streamcore", True, MERGED), ("naive", False, NAIVE)]
+_SHORT = {RAW: "raw transport", ONE: "streamcore", MERGED: "streamcore merging", NAIVE: "naive loop"}
 
 
 def transport(report: Report, quick: bool) -> None:
-    """Chunks per second through each adapter, beside its raw transport and the naive loop."""
+    """Chunks per second and server CPU per chunk through each adapter, beside its raw
+    transport and the naive loop."""
     from . import e2e
 
-    ceiling = e2e.client_ceiling(20_000 if quick else 100_000)
-    report.add("load generator ceiling", {"client": "benchmarks/loadgen.py (asyncio Protocol, header-only parsing)",
-                                          "frames_per_s": ceiling})
     total = 10_000 if quick else 60_000
     levels = (1, 100) if quick else (1, 100, 1000)
+    runs = 1 if quick else 3
+    report.begin("transport", 1 + len(ADAPTERS) * len(levels) * len(_IMPLS))
+    n = 20_000 if quick else 100_000
+    report.step(f"load generator ceiling, {n:,} frames")
+    ceiling = e2e.client_ceiling(n)
+    report.add("load generator ceiling", {"client": "benchmarks/loadgen.py (asyncio Protocol, header-only parsing)",
+                                          "frames_per_s": ceiling})
     results: dict[tuple[str, str, int], dict] = {}
+    t = "end to end: chunks per second delivered"
     for adapter in ADAPTERS:
         for connections in levels:
-            runs = 1 if quick else 3
             chunks = max(10, total // connections)
-            for impl, coalesce, label in [
-                ("raw", False, "raw transport, pre-encoded frames"),
-                ("streamcore", False, "streamcore, one frame per chunk"),
-                ("streamcore", True, "streamcore, merging (provider faster than socket)"),
-                ("naive", False, "seed's naive loop"),
-            ]:
+            for impl, coalesce, label in _IMPLS:
+                report.step(f"{adapter}, {connections:,} connection{'s' if connections > 1 else ''}, "
+                            f"{_SHORT[label]}")
                 r = e2e.median_of(runs, e2e.throughput, adapter, impl, connections, chunks, coalesce=coalesce)
                 results[(adapter, label, connections)] = r
-                report.add("end to end: chunks per second delivered", {
+                report.add(t, {
                     "adapter": adapter, "connections": connections, "server": label,
                     "chunks_per_s": r["chunks_per_s"], "frames_per_s": r["frames_per_s"],
+                    "server_cpu_us_per_chunk": r["server_cpu_us_per_chunk"],
+                    "server_core_busy": r["server_cpu_share"],
                 })
-            raw = results[(adapter, "raw transport, pre-encoded frames", connections)]["chunks_per_s"]
-            sc = results[(adapter, "streamcore, one frame per chunk", connections)]["chunks_per_s"]
-            merged = results[(adapter, "streamcore, merging (provider faster than socket)", connections)]["chunks_per_s"]
-            naive = results[(adapter, "seed's naive loop", connections)]["chunks_per_s"]
-            report.add("end to end: ratios", {
+            raw, sc = results[(adapter, RAW, connections)], results[(adapter, ONE, connections)]
+            merged, naive = results[(adapter, MERGED, connections)], results[(adapter, NAIVE, connections)]
+            speed = sc["chunks_per_s"] / raw["chunks_per_s"]
+            cpu = sc["server_cpu_us_per_chunk"] / raw["server_cpu_us_per_chunk"]
+            report.add("end to end: streamcore against the raw transport", {
                 "adapter": adapter, "connections": connections,
-                "streamcore_vs_raw": sc / raw, "merged_vs_raw_frames": merged / raw, "streamcore_vs_naive": sc / naive,
+                "chunks_per_s_vs_raw": speed, "cpu_per_chunk_vs_raw": cpu,
+                "merged_vs_raw_frames": merged["chunks_per_s"] / raw["chunks_per_s"],
+                "vs_naive": sc["chunks_per_s"] / naive["chunks_per_s"],
             })
-    report.note("end to end: chunks per second delivered",
-                f"{total:,} chunks of 24 characters per case, split over the connections; median of "
-                f"{'1' if quick else '3'} runs; " + e2e.env_note())
+            if adapter in TARGET_ADAPTERS:
+                where = f"{adapter}, {connections:,} conn."
+                report.target(f"transport {where}: chunks/s, streamcore / raw", speed,
+                              f">= {THROUGHPUT_VS_RAW}", speed >= THROUGHPUT_VS_RAW)
+                report.target(f"transport {where}: server CPU per chunk, streamcore / raw", cpu,
+                              f"<= {CPU_VS_RAW}", cpu <= CPU_VS_RAW)
+    report.note(t, f"{total:,} chunks of 24 characters per case, split over the connections; median of "
+                   f"{runs} run{'s' if runs > 1 else ''}; " + e2e.env_note() + ". server_cpu_us_per_chunk: the "
+                   "server process's user + system time over the timed part (connecting excluded) per chunk; "
+                   "server_core_busy: that time over the wall time (1.0: the server saturated its core).")
+    report.note("end to end: streamcore against the raw transport",
+                "streamcore one frame per chunk against the raw transport sending pre-encoded frames: chunks per "
+                f"second (target >= {THROUGHPUT_VS_RAW}) and server CPU per chunk (target <= {CPU_VS_RAW}; "
+                "steadier than the rates on a shared machine); merged_vs_raw_frames: merging's chunk rate "
+                "over the raw frame rate; vs_naive: over the seed's loop.")
 
     def draw(path):
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, len(ADAPTERS), figsize=(13, 4), sharey=True)
-        for ax, adapter in zip(axes, ADAPTERS, strict=True):
-            for label in ("raw transport, pre-encoded frames", "streamcore, one frame per chunk", "seed's naive loop"):
-                ax.plot(levels, [results[(adapter, label, c)]["chunks_per_s"] for c in levels], marker="o", label=label)
-            ax.set_xscale("log")
-            ax.set_title(adapter)
-            ax.set_xlabel("concurrent connections")
-        axes[0].set_ylabel("chunks per second")
-        axes[0].legend(fontsize=7)
+        fig, axes = plt.subplots(2, len(ADAPTERS), figsize=(13, 7), sharey="row", sharex=True)
+        for i, adapter in enumerate(ADAPTERS):
+            for label in (RAW, ONE, NAIVE):
+                for row, key in enumerate(("chunks_per_s", "server_cpu_us_per_chunk")):
+                    axes[row][i].plot(levels, [results[(adapter, label, c)][key] for c in levels], marker="o",
+                                      label=label)
+            axes[0][i].set_title(adapter)
+            axes[1][i].set_xscale("log")
+            axes[1][i].set_xlabel("concurrent connections")
+        axes[0][0].set_ylabel("chunks per second")
+        axes[1][0].set_ylabel("server CPU, us per chunk")
+        axes[0][0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(path, dpi=90)
 
@@ -133,10 +245,13 @@ def latency(report: Report, quick: bool) -> None:
     from . import e2e
 
     streams = 100 if quick else 1000
+    chunks = 25 if quick else 100
     rows = {}
+    report.begin("latency", len(ADAPTERS) * 2)
     for adapter in ADAPTERS:
         for impl in ("raw", "streamcore"):
-            r = e2e.latency(adapter, impl, streams, rate=50, chunks=25 if quick else 100)
+            report.step(f"{adapter}, {streams:,} streams x 50 chunks/s, {impl}")
+            r = e2e.latency(adapter, impl, streams, rate=50, chunks=chunks)
             rows[(adapter, impl)] = r
             report.add("latency: streams of 50 chunks/s", {"adapter": adapter, "server": impl, **r})
         added = rows[(adapter, "streamcore")]["chunk_p99_ms"] - rows[(adapter, "raw")]["chunk_p99_ms"]
@@ -145,6 +260,11 @@ def latency(report: Report, quick: bool) -> None:
             "added_p50_ms": rows[(adapter, "streamcore")]["chunk_p50_ms"] - rows[(adapter, "raw")]["chunk_p50_ms"],
             "added_p99_ms": added,
         })
+        report.target(f"latency {adapter}, {streams:,} streams x 50 chunks/s: added chunk p99", added,
+                      f"< {ADDED_P99_MS:g} ms", added < ADDED_P99_MS, "ms")
+    report.note("latency: streams of 50 chunks/s",
+                f"{streams:,} streams of {chunks} chunks, each chunk stamped with its production time by the server "
+                "and read by the load generator (same clock); streamcore merges chunks as it does by default.")
 
     def draw(path):
         import matplotlib.pyplot as plt
@@ -169,43 +289,58 @@ def latency(report: Report, quick: bool) -> None:
 
 
 def memory(report: Report, quick: bool) -> None:
+    """Server RSS per idle and per streaming connection, streamcore beside raw."""
     from . import e2e
 
+    connections = 200 if quick else 1000
+    # Streams of 1 s (quick) or 3 s at 50 chunks/s, measured 0.6 s or 1 s in.
+    chunks, settle, stream_for = (50, 0.3, 0.6) if quick else (150, 0.5, 1.0)
+    report.begin("memory", len(ADAPTERS) * 2)
+    figures: dict[tuple[str, str], dict] = {}
     for adapter in ADAPTERS:
-        report.add("memory per connection (server RSS)", {"adapter": adapter, **e2e.memory(adapter, 200 if quick else 1000)})
+        for impl in ("streamcore", "raw"):
+            report.step(f"{adapter}, {connections:,} connections, {impl}")
+            r = figures[(adapter, impl)] = e2e.memory(adapter, connections, impl, chunks, settle=settle,
+                                                      stream_for=stream_for)
+            report.add("memory per connection (server RSS)", {"adapter": adapter, "server": impl, **r})
+    t = "memory: KiB per streaming connection"
+    for adapter in ADAPTERS:
+        sc = figures[(adapter, "streamcore")]["kib_per_streaming_connection"]
+        raw = figures[(adapter, "raw")]["kib_per_streaming_connection"]
+        report.add(t, {"adapter": adapter, "streamcore": sc, "raw_transport": raw, "added_by_streamcore": sc - raw})
+        report.target(f"memory {adapter}: KiB per streaming connection, streamcore", sc,
+                      f"< {KIB_PER_STREAM:g} KiB", sc < KIB_PER_STREAM, "KiB")
+    report.note("memory per connection (server RSS)",
+                f"growth of the server's RSS over {connections:,} connections, idle (open, nothing asked) and "
+                f"streaming (each receiving a paced reply of 50 chunks/s, {stream_for:g} s in); RSS moves in pages "
+                "and with the allocator's arenas, so small differences are noise.")
 
 
 def deflate(report: Report, quick: bool) -> None:
     """permessage-deflate: its cost in chunk rate, its saving in bytes."""
     from . import e2e
 
+    chunks = 5_000 if quick else 20_000
+    report.begin("deflate", 4)
     for adapter in ("websockets", "asgi"):
         for compression in (False, True):
-            r = e2e.median_of(1, e2e.throughput, adapter, "streamcore", 1, 5_000 if quick else 20_000, compression=compression)
+            report.step(f"{adapter}, {chunks:,} chunks, compression {'on' if compression else 'off'}")
+            r = e2e.median_of(1, e2e.throughput, adapter, "streamcore", 1, chunks, compression=compression)
             report.add("permessage-deflate", {"adapter": adapter, "compression": compression,
                                               "chunks_per_s": r["chunks_per_s"],
-                                              "wire_bytes_per_chunk": r["wire_bytes_per_chunk"]})
+                                              "wire_bytes_per_chunk": r["wire_bytes_per_chunk"],
+                                              "server_cpu_us_per_chunk": r["server_cpu_us_per_chunk"]})
     report.note("permessage-deflate", "one connection, one frame per chunk of 24 identical characters (highly "
                 "compressible: real text saves less); wire bytes include WebSocket framing.")
 
 
-SECTIONS.update({"transport": transport, "latency": latency, "memory": memory, "deflate": deflate})
-
-
-def providers(report: Report, quick: bool) -> None:
-    from .providers import bench_providers
-
-    r = bench_providers(1000 if quick else 5000, runs=2 if quick else 3)
-    report.add("providers: microseconds per chunk, same local stream", {
-        "openai_us_per_chunk": r["openai_us_per_chunk"],
-        "litellm_us_per_chunk": r["litellm_us_per_chunk"],
-        "litellm_over_openai": r["litellm_us_per_chunk"] / r["openai_us_per_chunk"],
-    })
-    report.note("providers: microseconds per chunk, same local stream",
-                "the OpenAI-format server runs in its own process and sends each reply as one burst, "
-                "so the figure is the provider's own work (HTTP, SSE, decoding); best of the runs.")
-
-
-SECTIONS = {name: SECTIONS[name] for name in ("codec", "engine")} | {"providers": providers} | {
-    name: SECTIONS[name] for name in ("transport", "latency", "memory", "deflate")
+SECTIONS: dict[str, Callable[[Report, bool], None]] = {
+    "codec": codec,
+    "engine": engine,
+    "resume": resume,
+    "providers": providers,
+    "transport": transport,
+    "latency": latency,
+    "memory": memory,
+    "deflate": deflate,
 }

@@ -80,6 +80,7 @@ def engine_for(args) -> Engine:
     lim.coalesce_chunks = args.coalesce
     lim.messages_per_interval = 1 << 30
     lim.max_concurrent_generations = 1 << 20
+    lim.max_generations = 1 << 20  # 1,000 connections each streaming, and more
     lim.history_messages = 0
     lim.idle_timeout = 3600
     lim.max_message_bytes = 1 << 20

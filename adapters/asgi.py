@@ -15,7 +15,8 @@ GETs get ``/healthz`` and the demo page; lifespan shutdown ends open generations
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from streamcore.errors import ConnectionClosed

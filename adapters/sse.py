@@ -47,16 +47,17 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, MutableMapping, Protocol, Union
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import anyio
 import msgspec
-from streamcore.log import get_logger
 
 from streamcore.auth import AuthError, authenticate
 from streamcore.dialects import AGUIDialect, AISDKDialect, EnvelopeSSE
 from streamcore.dialects.base import HEARTBEAT, LATE, SSEDialect
 from streamcore.errors import ConnectionClosed
+from streamcore.log import get_logger
 from streamcore.protocol import ErrorCode, Resume, ResumeData
 from streamcore.transport import CloseReason, ConnectionInfo
 
@@ -622,7 +623,9 @@ class SSEApp:
             return
         cursor = _cursor(info, allow_query=name == "envelope")
         if cursor is None:
-            await _respond_error(send, 400, ErrorCode.INVALID_MESSAGE, "Last-Event-ID must be a seq (an integer)", False)
+            await _respond_error(
+                send, 400, ErrorCode.INVALID_MESSAGE, "Last-Event-ID must be a seq (an integer)", False
+            )
             return
         found = await self._find(name, target, info)
         state = None if found is None else await self._state(found.message_id, info)

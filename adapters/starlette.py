@@ -16,7 +16,8 @@ Starlette is imported lazily, when a route is built.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from .asgi import accept_and_serve
 

@@ -8,7 +8,8 @@ first, then uvicorn stops. Used by ``streamcore serve`` and the tests.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import anyio
 

@@ -13,8 +13,9 @@ costs nothing for apps that use another adapter.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from streamcore.errors import ConnectionClosed

@@ -23,7 +23,8 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 
@@ -170,7 +171,8 @@ def run_workers(
             for obj in multiprocessing.connection.wait(list(sentinels), timeout=0.5):
                 index = sentinels[obj]
                 if stop["signal"] is None:
-                    print(f"streamcore: worker {index} exited (status {procs[index].exitcode}); restarting", file=sys.stderr)
+                    status = procs[index].exitcode
+                    print(f"streamcore: worker {index} exited (status {status}); restarting", file=sys.stderr)
                     pipes[index].close()
                     spawn(index)
         return 0

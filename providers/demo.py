@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import AsyncIterator, Iterator, Union
+from collections.abc import AsyncIterator, Iterator
+from typing import Union
 
 import anyio
 import anyio.lowlevel
@@ -202,7 +203,8 @@ def _objective_json(spec) -> str:
             "category": spec.category or "personal",
             "difficulty": difficulty,
             "steps": [
-                {"title": t, "description": d.format(p=subject[:1].lower() + subject[1:80])} for t, d in _STEP_TITLES[:n]
+                {"title": t, "description": d.format(p=subject[:1].lower() + subject[1:80])}
+                for t, d in _STEP_TITLES[:n]
             ],
         },
         ensure_ascii=False,

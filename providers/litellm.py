@@ -32,7 +32,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
-from typing import Any, AsyncIterator, Iterable, Union
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Union
 
 from streamcore.errors import ConfigError, ProviderError
 from streamcore.events import Completion, Reasoning, Usage

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, AsyncIterator, Union
+from collections.abc import AsyncIterator
+from typing import Any, Union
 
 import anyio
 import anyio.lowlevel

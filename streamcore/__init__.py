@@ -10,9 +10,9 @@ Nothing heavy is imported here: litellm, httpx and the web frameworks load lazil
 from .client import StreamcoreClient
 from .codec import MSGPACK_SUBPROTOCOL, Codec
 from .config import Config, load_config
-from .engine import Engine
 from .conversations import ConversationStore, MemoryConversationStore
 from .dialect import Dialect
+from .engine import Engine
 from .errors import (
     ConfigError,
     ConnectionClosed,
@@ -25,8 +25,8 @@ from .errors import (
     StreamcoreError,
 )
 from .events import Reasoning, Usage
-from .lifecycle import RunMachine, RunState
 from .ids import new_id, now_ms
+from .lifecycle import RunMachine, RunState
 from .objectives import InMemoryObjectiveStore, Objective, ObjectiveStore, Step
 from .protocol import ErrorCode, EventType
 from .provider import (

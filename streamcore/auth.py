@@ -8,8 +8,9 @@ set headers on a WebSocket, from the ``token`` query parameter.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Union
+from typing import Any, Union
 
 from .config import AuthConfig
 from .errors import StreamcoreError

@@ -16,9 +16,11 @@ watched for slow readers), so a dead or slow connection never stalls the others.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Union
+from collections.abc import Callable
+from typing import Any, Protocol, Union
 
 import msgspec
+
 from .log import get_logger
 
 __all__ = ["Broker", "BusMessage", "LocalBroker", "ALL", "USER", "TOPIC", "STOP", "WATCH"]

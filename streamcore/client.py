@@ -55,7 +55,8 @@ import json
 import random
 import time
 from collections import deque
-from typing import Any, AsyncIterator, Callable, TypeVar, Union
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, Union
 
 import anyio
 import msgspec
@@ -143,7 +144,7 @@ class ConnectionLost(ClientError, ConnectionClosedError):
         self.message = message
         self.args = (message,)
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message,), self.__dict__)
 
 
@@ -330,7 +331,7 @@ class MessageStream:
     and :class:`ConnectionLost` when the reply could not be resumed after a drop.
     """
 
-    def __init__(self, client: "StreamcoreClient", request: _Request) -> None:
+    def __init__(self, client: StreamcoreClient, request: _Request) -> None:
         self._client = client
         self._request = request
         self._read = {"text": 0, "reasoning": 0}  # pieces already yielded, per kind
@@ -503,7 +504,7 @@ class StreamcoreClient:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def connect(self) -> "StreamcoreClient":
+    async def connect(self) -> StreamcoreClient:
         """Start connecting; return once the first attempt is over.
 
         With ``reconnect`` on, a failed first attempt leaves the client retrying in the
@@ -550,7 +551,7 @@ class StreamcoreClient:
 
     close = aclose  # the name of earlier releases
 
-    async def __aenter__(self) -> "StreamcoreClient":
+    async def __aenter__(self) -> StreamcoreClient:
         return await self.connect()
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -666,9 +667,9 @@ class StreamcoreClient:
             try:
                 # Resume the replies the last connection left unfinished, then flush the
                 # offline queue in order, before anything new goes out.
-                for request in [r for r in self._requests.values() if r.resuming]:
-                    request.resuming = False
-                    await ws.send(self._resume_frame(request))
+                for unfinished in [r for r in self._requests.values() if r.resuming]:
+                    unfinished.resuming = False
+                    await ws.send(self._resume_frame(unfinished))
                 while self._queue:
                     raw, request = self._queue[0]
                     await ws.send(raw)
@@ -765,8 +766,8 @@ class StreamcoreClient:
 
     async def _dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type", "")
-        data = frame.get("data") or {}
-        meta = frame.get("metadata") or {}
+        data: Any = frame.get("data") or {}  # JSON from the server
+        meta: Any = frame.get("metadata") or {}
         if kind == EventType.PONG:
             await self._emit("*", frame)
             await self._emit(kind, data)
@@ -786,7 +787,9 @@ class StreamcoreClient:
         mid = data.get("messageId")
         if request is None and mid is not None:
             request = self._by_message.get(mid)
-        if request is not None and mid is not None and (mid == request.message_id or kind == EventType.AI_MESSAGE_START):
+        if request is not None and mid is not None and (
+            mid == request.message_id or kind == EventType.AI_MESSAGE_START
+        ):
             seq = data.get("seq")
             if isinstance(seq, int):
                 if request.last_seq is not None and mid == request.message_id and seq <= request.last_seq:
@@ -897,7 +900,9 @@ class StreamcoreClient:
             raise QueueFullError(f"offline queue is full ({self.max_queue} messages)")
         self._queue.append((raw, request))
 
-    async def _request(self, type: str, data: dict[str, Any], on_reasoning: Callable[[str], Any] | None = None) -> _Request:
+    async def _request(
+        self, type: str, data: dict[str, Any], on_reasoning: Callable[[str], Any] | None = None
+    ) -> _Request:
         frame = {"id": new_id("req"), "type": type, "timestamp": now_ms(), "data": data}
         request = _Request(frame, on_reasoning)
         self._requests[request.id] = request

@@ -10,7 +10,8 @@ is one ``bytes.join`` around the encoded content, with no Struct or dict built p
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Union
+from collections.abc import Iterable
+from typing import Any, Protocol, Union
 
 import msgspec
 
@@ -48,6 +49,12 @@ class _Probe(msgspec.Struct):
     type: Any = None
 
 
+class _Decoder(Protocol):
+    """A msgspec JSON or MessagePack decoder (the caller gives each the input it reads)."""
+
+    def decode(self, buf: Any, /) -> Any: ...
+
+
 class Codec:
     """Encoder and decoder for one connection's wire format.
 
@@ -63,7 +70,7 @@ class Codec:
         self,
         format: str = JSON,
         *,
-        client_types: Iterable[type] = BUILTIN_CLIENT_FRAMES,
+        client_types: Iterable[type[msgspec.Struct]] = BUILTIN_CLIENT_FRAMES,
         max_message_bytes: int = 1 << 20,
         max_nesting: int = 32,
     ) -> None:
@@ -76,13 +83,13 @@ class Codec:
         types = tuple(client_types)
         self._freeform = {t: _freeform_paths(t) for t in types}
         self._known_types = frozenset(t.__struct_config__.tag for t in types)
-        union = Union[types] if len(types) > 1 else types[0]  # type: ignore[valid-type]
-        self._json_decoder = msgspec.json.Decoder(union)
-        self._json_probe = msgspec.json.Decoder(_Probe)
+        union = Union[types] if len(types) > 1 else types[0]
+        self._json_decoder: _Decoder = msgspec.json.Decoder(union)
+        self._json_probe: _Decoder = msgspec.json.Decoder(_Probe)
         self._json_encoder = msgspec.json.Encoder()
         if self.binary:
-            self._mp_decoder = msgspec.msgpack.Decoder(union)
-            self._mp_probe = msgspec.msgpack.Decoder(_Probe)
+            self._mp_decoder: _Decoder = msgspec.msgpack.Decoder(union)
+            self._mp_probe: _Decoder = msgspec.msgpack.Decoder(_Probe)
             self._encode = msgspec.msgpack.Encoder().encode
         else:
             self._encode = self._json_encoder.encode
@@ -188,8 +195,8 @@ class Codec:
             return self.encode(EventType.AI_MESSAGE_END, data, metadata)
         if kind == Kind.FAILED:
             f: Failure = payload
-            data = ErrorData(f.code, f.message, f.retryable, request_id, f.retry_after_ms, message_id, seq)
-            return self.encode(EventType.ERROR, data, metadata)
+            error = ErrorData(f.code, f.message, f.retryable, request_id, f.retry_after_ms, message_id, seq)
+            return self.encode(EventType.ERROR, error, metadata)
         if kind == Kind.APP:
             a: AppEvent = payload
             return self.encode(a.type, _with_seq(a.data, seq), metadata)
@@ -226,6 +233,11 @@ class Codec:
             # msgspec recurses per nesting level; a hostile frame must not become a
             # SERVER_ERROR with a traceback.
             raise ProtocolError("frame is nested too deeply", request_id=_request_id(raw, probe)) from None
+        except UnicodeError:
+            # A MessagePack string that is not UTF-8 (or a str frame with lone surrogates,
+            # which no WebSocket text frame can carry): the client's fault, not a server bug.
+            request_id = _request_id(raw, probe)
+            raise ProtocolError("frame holds text that is not valid UTF-8", request_id=request_id) from None
         # Free-form fields (context, updates, metadata) reach providers and stores, which
         # recurse too: their nesting is limited well below the interpreter's.
         limit = self.max_nesting
@@ -247,7 +259,7 @@ class Codec:
     def _explain(self, raw: str | bytes, probe: Any, exc: msgspec.DecodeError) -> ProtocolError:
         try:
             seen = probe.decode(raw)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeError):
             seen = None
         request_id = seen.id if seen is not None and type(seen.id) is str else None
         text = str(exc)
@@ -284,7 +296,7 @@ def _with_seq(data: Any, seq: int) -> Any:
 def _request_id(raw: str | bytes, probe: Any) -> str | None:
     try:
         seen = probe.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
         return None
     return seen.id if type(seen.id) is str else None
 

@@ -91,6 +91,23 @@ class LimitsConfig(_Section):
     #: consecutive frames refused by the rate limit before the connection is closed
     #: (1008); each refusal past the first gets no reply.
     flood_close_after: int = 200
+    #: connections this process serves at once; past it: ERROR RATE_LIMIT, close 1008.
+    max_connections: int = 10_000
+    #: connections at once from one IP address (IPv6: one /64); behind a proxy, raise it.
+    max_connections_per_ip: int = 100
+    #: connections at once of one authenticated user.
+    max_connections_per_user: int = 20
+    #: bytes of one server frame at most; an event that would be larger is not sent (the
+    #: client gets ERROR SERVER_ERROR instead). 0: ``max_message_bytes``.
+    max_frame_bytes: int = 0
+    #: objectives kept per user (per connection when anonymous); the oldest go first.
+    objectives_per_owner: int = 100
+    #: owners whose objectives are kept in memory; the least recently used go first.
+    max_objective_owners: int = 10_000
+    #: steps one objective may have; an UPDATE_OBJECTIVE past it gets INVALID_MESSAGE.
+    max_objective_steps: int = 100
+    #: bytes one objective may take (serialized); likewise.
+    max_objective_bytes: int = 64 * 1024
     idle_timeout: float = 300.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
@@ -224,6 +241,13 @@ def _validate(cfg: Config) -> None:
         "limits.max_conversations": lim.max_conversations,
         "limits.max_pending_handlers": lim.max_pending_handlers,
         "limits.flood_close_after": lim.flood_close_after,
+        "limits.max_connections": lim.max_connections,
+        "limits.max_connections_per_ip": lim.max_connections_per_ip,
+        "limits.max_connections_per_user": lim.max_connections_per_user,
+        "limits.objectives_per_owner": lim.objectives_per_owner,
+        "limits.max_objective_owners": lim.max_objective_owners,
+        "limits.max_objective_steps": lim.max_objective_steps,
+        "limits.max_objective_bytes": lim.max_objective_bytes,
         "runs.retention": cfg.runs.retention,
         "runs.max_run_bytes": cfg.runs.max_run_bytes,
         "runs.max_runs": cfg.runs.max_runs,
@@ -235,6 +259,8 @@ def _validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value!r}")
+    if lim.max_frame_bytes < 0:
+        raise ConfigError(f"limits.max_frame_bytes must be >= 0, got {lim.max_frame_bytes!r}")
     if lim.history_messages < 0:
         raise ConfigError(f"limits.history_messages must be >= 0, got {lim.history_messages!r}")
     if not 0 < cfg.server.port < 65536 and cfg.server.port != 0:

@@ -55,7 +55,12 @@ class MemoryConversationStore:
     """
 
     def __init__(
-        self, *, max_messages: int = 20, max_bytes: int = 256 * 1024, per_owner: int = 50, max_conversations: int = 10_000
+        self,
+        *,
+        max_messages: int = 20,
+        max_bytes: int = 256 * 1024,
+        per_owner: int = 50,
+        max_conversations: int = 10_000,
     ) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes

@@ -10,7 +10,8 @@ or MessagePack.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .events import Entry
 from .ids import Stamp
@@ -28,9 +29,14 @@ class Dialect(Protocol):
 
     #: frames are binary (True) or text (False) on a WebSocket.
     binary: bool
+    #: client frames larger than this are refused.
+    max_message_bytes: int
 
     def decode(self, raw: str | bytes) -> Any:
         """One client frame -> a command Struct; raises ProtocolError naming the problem."""
+
+    def request_id(self, raw: str | bytes) -> str | None:
+        """The ``id`` of a client frame that is not decoded (one over the rate limit), if any."""
 
     def encode(self, type: str, data: Any, metadata: Any = None) -> bytes:
         """An application event (PONG, ERROR, broadcasts, custom types) -> one frame."""

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import inspect
 import secrets
-from typing import Any, Callable, Iterable, Union
+from collections.abc import Callable, Iterable
+from typing import Any, Union, cast
 
 import anyio
 import msgspec
-from .log import get_logger
 
+from .admission import ConnectionLimits, ConnectionRefused, client_ip, refuse
 from .auth import AuthError, JWTVerifier, Verifier, authenticate, origin_allowed
 from .broker import ALL, STOP, TOPIC, USER, WATCH, Broker, BusMessage, LocalBroker
 from .codec import JSON, MSGPACK, MSGPACK_SUBPROTOCOL, Codec
@@ -31,11 +32,11 @@ from .errors import ConnectionClosed, NotFound, ProviderError, StreamcoreError
 from .events import Failure
 from .handlers import register_builtins
 from .ids import now_ms
+from .limits import Limiter, MemoryLimiter, RateBucket
+from .log import get_logger
 from .objectives import InMemoryObjectiveStore, ObjectiveStore, strip_code_fence
 from .protocol import BUILTIN_CLIENT_FRAMES, ErrorCode, ErrorData, EventType, ThinkingData
 from .provider import ChatMessage, GenerationRequest, Provider, close_provider, collect_text, load_provider
-from .limits import Limiter, MemoryLimiter
-from .ratelimit import TokenBucket
 from .run import Conversation, Run, Subscription
 from .runlog import MemoryRunLog, RunLog
 from .session import Session
@@ -109,8 +110,20 @@ class Engine:
             conversations = b.conversations if conversations is None else conversations
             limiter = b.limiter if limiter is None else limiter
             broker = b.broker if broker is None else broker
+        lim = cfg.limits
         # `is None`, not `or`: an empty store has a length of 0 and is falsy.
-        self.objectives: ObjectiveStore = InMemoryObjectiveStore() if objectives is None else objectives
+        self.objectives: ObjectiveStore = (
+            InMemoryObjectiveStore(
+                lim.objectives_per_owner,
+                max_owners=lim.max_objective_owners,
+                max_steps=lim.max_objective_steps,
+                max_bytes=lim.max_objective_bytes,
+            )
+            if objectives is None
+            else objectives
+        )
+        #: connections held per IP, per user and in all (``[limits] max_connections*``).
+        self.admission = ConnectionLimits.from_config(lim)
         rc = cfg.runs
         self.runlog: RunLog = (
             MemoryRunLog(retention=rc.retention, max_runs=rc.max_runs, max_bytes=rc.max_log_bytes)
@@ -144,7 +157,7 @@ class Engine:
         self.verifier = verifier
         #: envelope type -> (handler, is a coroutine function): built-ins and applications.
         self.handlers: dict[str, tuple[Handler, bool]] = {}
-        self._client_types: list[type] = []
+        self._client_types: list[type[msgspec.Struct]] = []
         self._codecs: dict[str, Codec] = {}
         self.sessions: set[Session] = set()
         #: live runs (not yet sealed) of this process, by message id.
@@ -200,9 +213,10 @@ class Engine:
 
         return register
 
-    def _register(self, frame_type: type, handler: Handler) -> None:
+    def _register(self, frame_type: type[msgspec.Struct], handler: Handler) -> None:
         """Put a command type and its handler in the one registry every frame goes through."""
-        tag = frame_type.__struct_config__.tag
+        # msgspec types a tag as str | int | None; every client frame is tagged by its str type.
+        tag = cast(str, frame_type.__struct_config__.tag)
         self._client_types = [t for t in self._client_types if t.__struct_config__.tag != tag]
         self._client_types.append(frame_type)
         self.handlers[tag] = (handler, inspect.iscoroutinefunction(handler))
@@ -256,19 +270,38 @@ class Engine:
             await conn.close(1001, "server shutting down")
             return
         await self.start()
+        codec = dialect or self.codec_for(info.subprotocol)
+        # Counted before authentication, so a flood of handshakes holds no more places.
+        try:
+            lease = self.admission.admit(client_ip(info.client))
+        except ConnectionRefused as exc:
+            await refuse(conn, codec, exc, client=info.client, timeout=self.config.runs.cleanup_timeout)
+            return
+        try:
+            await self._serve_admitted(conn, info, codec, lease, commands)
+        finally:
+            lease.release()
+
+    async def _serve_admitted(
+        self, conn: Connection, info: ConnectionInfo, codec: Any, lease: Any, commands: Iterable[Any]
+    ) -> None:
         if self.verifier is not None:
             try:
                 info = await authenticate(self.verifier, info)
             except AuthError as exc:
                 _log.info("connection.auth_failed", client=info.client, reason=exc.message)
-                codec = dialect or self.codec_for(info.subprotocol)
                 try:
                     await conn.send(codec.encode(EventType.ERROR, ErrorData(exc.code, exc.message, False)))
                     await conn.close(1008, "authentication failed")
                 except ConnectionClosed:
                     pass
                 return
-        session = Session(self, conn, info, dialect or self.codec_for(info.subprotocol))
+            try:
+                lease.bind_user(info.user_id)
+            except ConnectionRefused as exc:
+                await refuse(conn, codec, exc, client=info.client, timeout=self.config.runs.cleanup_timeout)
+                return
+        session = Session(self, conn, info, codec)
         self.sessions.add(session)
         try:
             await session.run(commands)
@@ -339,17 +372,24 @@ class Engine:
         if msg.origin == self.origin:
             return
         kind = msg.kind
+        # What publishes ALL, USER and TOPIC messages (broadcast, send_to_user, publish) always
+        # gives their event type, and TOPIC, STOP and WATCH messages their target.
         if kind == ALL:
+            assert msg.type is not None
             self._deliver(self.sessions, msg.type, msg.data)
         elif kind == USER:
+            assert msg.type is not None
             self._deliver([s for s in self.sessions if s.user_id == msg.target], msg.type, msg.data)
         elif kind == TOPIC:
+            assert msg.type is not None and msg.target is not None
             self._deliver(self.topics.get(msg.target, ()), msg.type, msg.data, {"topic": msg.target})
         elif kind == STOP:
+            assert msg.target is not None
             run = self.runs.get(msg.target)
             if run is not None and self.may_read(msg.data, run.owner):
                 run.stop("user_cancelled")
         elif kind == WATCH:
+            assert msg.target is not None
             run = self.runs.get(msg.target)
             if run is not None:
                 self._remote_watch(run)
@@ -447,7 +487,9 @@ class Engine:
         try:
             if len(self.runs) >= lim.max_generations:
                 raise StreamcoreError(
-                    "the server is busy; try again shortly", code=ErrorCode.RATE_LIMIT, retry_after_ms=lim.retry_after_ms
+                    "the server is busy; try again shortly",
+                    code=ErrorCode.RATE_LIMIT,
+                    retry_after_ms=lim.retry_after_ms,
                 )
             writer = self.runlog.open(message_id, owner)
         except BaseException:
@@ -499,7 +541,9 @@ class Engine:
         # anonymous connection that knows the (unguessable) message id.
         return reader == owner or (reader.startswith("a:") and owner.startswith("a:"))
 
-    async def resume(self, session: Session, message_id: str, last_seq: int = 0, *, request_id: str | None = None) -> None:
+    async def resume(
+        self, session: Session, message_id: str, last_seq: int = 0, *, request_id: str | None = None
+    ) -> None:
         """Make ``session`` follow a run from ``last_seq`` (the RESUME command).
 
         Raises:
@@ -676,6 +720,7 @@ class Engine:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             started.set()
+            assert self._host_stop is not None  # set by start() before this task
             await self._host_stop.wait()
             tg.cancel_scope.cancel()
 
@@ -713,6 +758,7 @@ class Engine:
                 await self._runs_idle.wait()
         tg, self._tg = self._tg, None
         if self._host is not None:
+            assert self._host_stop is not None  # start() sets both
             self._host_stop.set()
             with anyio.move_on_after(cleanup):
                 await self._host
@@ -772,7 +818,7 @@ class Engine:
             value = next(iter(value.values()), [])
         return [q.strip() for q in value if q.strip()][:5]
 
-    def rate_bucket(self, session: Session) -> TokenBucket:
+    def rate_bucket(self, session: Session) -> RateBucket:
         """The message bucket of the session's user (its own when anonymous).
 
         Its ``take()`` returns 0 or the milliseconds to wait; with a shared limiter it may

@@ -15,6 +15,8 @@ Every exception carries an ``ERROR`` code, so every layer can fail in the wire's
 
 from __future__ import annotations
 
+from typing import Any
+
 from .protocol import RETRYABLE, ErrorCode
 
 __all__ = [
@@ -67,7 +69,7 @@ class ProtocolError(StreamcoreError):
 
     code = ErrorCode.INVALID_MESSAGE
 
-    def __init__(self, message: str, *, request_id: str | None = None, **kwargs) -> None:
+    def __init__(self, message: str, *, request_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.request_id = request_id
 
@@ -81,7 +83,7 @@ class ProviderError(StreamcoreError):
 
     code = ErrorCode.GENERATION_FAILED
 
-    def __init__(self, message: str, *, misconfigured: bool = False, **kwargs) -> None:
+    def __init__(self, message: str, *, misconfigured: bool = False, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.misconfigured = misconfigured
 
@@ -91,7 +93,7 @@ class NotFound(StreamcoreError):
 
     code = ErrorCode.NOT_FOUND
 
-    def __init__(self, message: str = "no such message", **kwargs) -> None:
+    def __init__(self, message: str = "no such message", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
 
 
@@ -114,12 +116,16 @@ class ConnectionClosed(StreamcoreError):
         reason: the close reason, if any.
     """
 
+    # Deliberately not StreamcoreError's ERROR code: as in the WebSocket libraries' own
+    # ConnectionClosed, ``code`` is the close code (an int), an incompatible override.
+    code: int | None  # type: ignore[assignment]
+
     def __init__(self, code: int | None = None, reason: str = "") -> None:
         super().__init__(f"connection closed (code {code})" + (f": {reason}" if reason else ""))
         self.code = code
         self.reason = reason
 
-    def __reduce__(self):  # keep pickling (and copies across processes) working
+    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (and copies across processes) working
         return (type(self), (self.code, self.reason))
 
 

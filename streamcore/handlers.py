@@ -43,7 +43,9 @@ def user_message(session: Session, frame: UserMessage) -> None:
         raise ProtocolError("`content` must not be empty - at `$.data.content`", request_id=frame.id)
     conversation_id = d.conversationId
     if conversation_id is not None and not 0 < len(conversation_id) <= 256:
-        raise ProtocolError("`conversationId` must be 1 to 256 characters - at `$.data.conversationId`", request_id=frame.id)
+        raise ProtocolError(
+            "`conversationId` must be 1 to 256 characters - at `$.data.conversationId`", request_id=frame.id
+        )
     engine = session.engine
     owner = session.owner
     if conversation_id is None:

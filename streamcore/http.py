@@ -80,18 +80,18 @@ class StaticRoutes:
         name = _FILES.get(path)
         if name is None:
             return 404, [("Content-Type", _TEXT)], b"not found\n"
-        body = self._cache.get(name)
-        if body is None:
-            body = resources.files("streamcore.static").joinpath(name).read_bytes()
+        content = self._cache.get(name)
+        if content is None:
+            content = resources.files("streamcore.static").joinpath(name).read_bytes()
             if name == "index.html":
-                body = body.replace(b"{{WS_PATH}}", self.ws_path.encode())
-            self._cache[name] = body
+                content = content.replace(b"{{WS_PATH}}", self.ws_path.encode())
+            self._cache[name] = content
         headers = [
             ("Content-Type", _TYPES[name[name.rindex("."):]]),
             ("Content-Security-Policy", _CSP),
             ("X-Content-Type-Options", "nosniff"),
         ]
-        return 200, headers, body
+        return 200, headers, content
 
     def _favicon(self, path: str) -> tuple[int, list[tuple[str, str]], bytes]:
         """The favicon file asked for, else the other one of ``streamcore/static``, else a built-in SVG."""

@@ -44,19 +44,19 @@ class Input(enum.Enum):
     SEAL = "seal"
 
 
-S, I = RunState, Input
+S, In = RunState, Input
 
 #: (state, input) -> next state. Nothing else is legal.
 TRANSITIONS: dict[tuple[RunState, Input], RunState] = {
-    (S.PENDING, I.START): S.STREAMING,
-    (S.STREAMING, I.TEXT): S.STREAMING,
-    (S.STREAMING, I.REASONING): S.STREAMING,
-    (S.STREAMING, I.APP): S.STREAMING,
-    (S.STREAMING, I.FAIL): S.FAILED,
-    (S.STREAMING, I.END): S.ENDED,
-    (S.FAILED, I.END): S.ENDED,
-    (S.ENDED, I.APP): S.ENDED,
-    (S.ENDED, I.SEAL): S.SEALED,
+    (S.PENDING, In.START): S.STREAMING,
+    (S.STREAMING, In.TEXT): S.STREAMING,
+    (S.STREAMING, In.REASONING): S.STREAMING,
+    (S.STREAMING, In.APP): S.STREAMING,
+    (S.STREAMING, In.FAIL): S.FAILED,
+    (S.STREAMING, In.END): S.ENDED,
+    (S.FAILED, In.END): S.ENDED,
+    (S.ENDED, In.APP): S.ENDED,
+    (S.ENDED, In.SEAL): S.SEALED,
 }
 
 _STREAMING = RunState.STREAMING

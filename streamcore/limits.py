@@ -16,7 +16,9 @@ A :class:`Limiter` answers two questions for the engine:
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Protocol, Union
+from collections import OrderedDict
+from collections.abc import Awaitable
+from typing import Any, Protocol, Union
 
 from .ratelimit import TokenBucket
 
@@ -59,15 +61,21 @@ class MemoryLimiter:
     Args:
         messages: messages per ``interval`` (the bucket's burst too).
         interval: seconds of a full refill.
+        max_idle: buckets kept for users with no open connection.
     """
 
     shared = False
 
-    def __init__(self, messages: int = 30, interval: float = 10.0) -> None:
+    def __init__(self, messages: int = 30, interval: float = 10.0, *, max_idle: int = 10_000) -> None:
         self.messages = messages
         self.interval = interval
         #: user id -> [bucket, connections using it]
         self._buckets: dict[str, list] = {}
+        #: buckets of users with no connection left, most recent last: a user who
+        #: reconnects (or sends one SSE request per reply) finds their budget spent, not
+        #: refilled. Bounded: the oldest go first (they are the most likely refilled).
+        self._idle: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.max_idle = max_idle
         #: owner -> run ids holding a slot
         self._slots: dict[str, set[str]] = {}
 
@@ -80,7 +88,8 @@ class MemoryLimiter:
             return TokenBucket(self.messages, self.interval)
         entry = self._buckets.get(user_id)
         if entry is None:
-            entry = self._buckets[user_id] = [TokenBucket(self.messages, self.interval), 0]
+            bucket = self._idle.pop(user_id, None) or TokenBucket(self.messages, self.interval)
+            entry = self._buckets[user_id] = [bucket, 0]
         entry[1] += 1
         return entry[0]
 
@@ -91,6 +100,9 @@ class MemoryLimiter:
             entry[1] -= 1
             if entry[1] <= 0:
                 del self._buckets[user_id]
+                self._idle[user_id] = entry[0]
+                while len(self._idle) > self.max_idle:
+                    self._idle.popitem(last=False)
 
     def try_acquire(self, owner: str, run_id: str, limit: int) -> bool:
         mine = self._slots.get(owner)
@@ -120,4 +132,5 @@ class MemoryLimiter:
 
     async def aclose(self) -> None:
         self._buckets.clear()
+        self._idle.clear()
         self._slots.clear()

@@ -21,9 +21,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from structlog.typing import Processor
 
 __all__ = ["RESERVED_RENAMES", "configure_logging", "get_logger", "to_stdlib"]
 
@@ -60,7 +66,7 @@ def to_stdlib(logger: logging.Logger, method_name: str, event_dict: MutableMappi
     kwargs["extra"] = extra
     if "stacklevel" not in kwargs:
         # Frames between logging.Logger.<method> and the caller: structlog's own and ours.
-        frame = sys._getframe(1)
+        frame: FrameType | None = sys._getframe(1)
         level = 1
         while frame is not None and _internal(frame.f_code.co_filename):
             level += 1
@@ -108,7 +114,7 @@ class StdlibBoundLogger(structlog.stdlib.BoundLogger):
     fatal = critical
 
 
-_PROCESSORS = [
+_PROCESSORS: list[Processor] = [
     # For log(level, ...) and anything that bypasses the early checks above.
     structlog.stdlib.filter_by_level,
     structlog.stdlib.PositionalArgumentsFormatter(),

@@ -16,7 +16,8 @@ paused by a slow reader, and no other reader of the same run waits for it.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any, Union
 
 import anyio
 
@@ -140,8 +141,12 @@ class Outbox:
         if not items:
             return []
         now = None
-        frames = []
+        frames: list[bytes] = []
         append = frames.append
+        # bytes, or a chunk run [stream, seq, text, ...] (see __init__); ``type(item) is
+        # bytes`` does not narrow the other branch to the list, hence Any.
+        item: Any
+        s: ChunkStream
         for item in items:
             if type(item) is bytes:
                 append(item)

@@ -175,7 +175,7 @@ class Resume(_ClientFrame, tag=EventType.RESUME):
 
 
 ClientFrame = Union[UserMessage, GenerateObjective, StopGeneration, UpdateObjective, Ping, Resume]
-BUILTIN_CLIENT_FRAMES: tuple[type, ...] = (
+BUILTIN_CLIENT_FRAMES: tuple[type[msgspec.Struct], ...] = (
     UserMessage,
     GenerateObjective,
     StopGeneration,

@@ -29,8 +29,9 @@ ones included, so a third-party distribution adds one with::
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from importlib.metadata import entry_points
-from typing import Any, AsyncIterator, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 import anyio
 import msgspec

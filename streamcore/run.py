@@ -18,11 +18,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from .log import get_logger
 
 from .errors import ProviderError, StreamcoreError
 from .events import STOP_REASONS, Completion, Failure, Kind, Reasoning, Usage
 from .lifecycle import RunMachine, RunState
+from .log import get_logger
 from .objectives import parse_objective
 from .outbox import ChunkStream
 from .protocol import ErrorCode, EventType, FollowUpQuestionsData, ObjectiveGeneratedData
@@ -376,8 +376,13 @@ class Run:
         if failure is None and reason == "complete" and self.purpose == "objective":
             spec = self.request.objective
             try:
+                lim = self.engine.config.limits
                 objective = parse_objective(
-                    machine.text, difficulty=spec and spec.difficulty, category=spec and spec.category
+                    machine.text,
+                    difficulty=spec.difficulty if spec is not None else None,
+                    category=spec.category if spec is not None else None,
+                    max_steps=lim.max_objective_steps,
+                    max_bytes=lim.max_objective_bytes,
                 )
             except ProviderError as exc:
                 failure, reason = exc, "error"
@@ -385,7 +390,8 @@ class Run:
         fail = None
         if failure is not None:
             fail = Failure(failure.code, failure.message, failure.retryable, failure.retry_after_ms)
-        for entry in machine.finish(reason, usage=usage, failure=fail, model=(completion and completion.model) or model):
+        answered_by = (completion and completion.model) or model
+        for entry in machine.finish(reason, usage=usage, failure=fail, model=answered_by):
             self._emit(entry)
         self.engine._run_ended(self, failure)
         _log.info(

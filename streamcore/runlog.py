@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from .log import get_logger
+import anyio.lowlevel
 
 from .errors import ConnectionClosed, ProtocolError, StreamcoreError
+from .log import get_logger
 from .outbox import Outbox
 from .protocol import ErrorCode, ErrorData, EventType
-from .ratelimit import TokenBucket
 from .transport import CloseReason
 
 if TYPE_CHECKING:
     from .dialect import Dialect
     from .engine import Engine
+    from .limits import RateBucket
     from .provider import GenerationRequest
     from .run import Run, Subscription
     from .transport import Connection, ConnectionInfo
@@ -68,6 +70,8 @@ class Session:
             if self.user_id:
                 self.metadata["userId"] = self.user_id
         self.outbox = Outbox(self.limits.send_buffer_bytes)
+        #: the largest frame this connection is sent (``[limits] max_frame_bytes``).
+        self.max_frame_bytes = self.limits.max_frame_bytes or self.limits.max_message_bytes
         #: the runs this connection reads, by message id.
         self.subscriptions: dict[str, Subscription] = {}
         #: client frame id -> message id of the runs this connection started.
@@ -79,7 +83,7 @@ class Session:
         self._frames_in = 0
         self._handlers_running = 0
         self._rejected = 0
-        self._bucket: TokenBucket = engine.rate_bucket(self)
+        self._bucket: RateBucket = engine.rate_bucket(self)
         self.log = _log.bind(session_id=self.id, user_id=self.user_id, client=info.client)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -153,11 +157,15 @@ class Session:
             try:
                 # Every frame costs a token, decodable or not: a flood of bad frames or
                 # of PINGs is limited like a flood of messages.
-                wait = take()
+                # int, or an awaitable of it: mypy does not narrow on ``__class__``.
+                wait: Any = take()
                 if wait.__class__ is not int:  # a shared limiter answers asynchronously
                     wait = await wait
                 if wait:
                     self._over_limit(wait, raw)
+                    # A flooding client's frames are already buffered, so receive() may
+                    # never suspend: yield, or one flood starves every other connection.
+                    await anyio.lowlevel.checkpoint()
                     continue
                 self._rejected = 0
                 frame = decode(raw)
@@ -187,8 +195,9 @@ class Session:
                 StreamcoreError("too many messages; slow down", code=ErrorCode.RATE_LIMIT, retry_after_ms=wait),
                 request_id,
             )
-        if self._rejected >= self.limits.flood_close_after:
+        if self._rejected == self.limits.flood_close_after:  # once: the close is under way
             self.log.warning("connection.flood", rejected=self._rejected)
+            assert self._tg is not None  # frames are read inside run()'s task group
             self._tg.start_soon(self.close, CloseReason.POLICY, "too many messages")
 
     def _spawn_handler(self, handler: Any, frame: Any) -> None:
@@ -201,6 +210,7 @@ class Session:
                 retry_after_ms=self.limits.retry_after_ms,
             )
         self._handlers_running += 1
+        assert self._tg is not None  # handlers are dispatched inside run()'s task group
         self._tg.start_soon(self._run_handler, handler, frame)
 
     async def _run_handler(self, handler: Any, frame: Any) -> None:
@@ -260,6 +270,7 @@ class Session:
                     self._writer_scope.cancel()
                     with anyio.move_on_after(1.0):
                         await self.close(CloseReason.POLICY, "client too slow to read")
+                    assert self._tg is not None  # this watchdog runs in run()'s task group
                     self._tg.cancel_scope.cancel()
                     return
             else:
@@ -304,7 +315,23 @@ class Session:
             request_id: the ``id`` of the client frame this event answers; it is added to
                 ``metadata.requestId`` so clients can match replies to requests.
         """
-        self.outbox.put(self.codec.encode(type, data, self.metadata_for(request_id)))
+        frame = self.codec.encode(type, data, self.metadata_for(request_id))
+        if len(frame) > self.max_frame_bytes:
+            # Never send a frame the configured maximum forbids (a client sized its buffers
+            # by it): the event is dropped, the client told, the operator warned.
+            self.log.warning("send.frame_too_large", type=type, bytes=len(frame), limit=self.max_frame_bytes)
+            frame = self.codec.encode(
+                EventType.ERROR,
+                ErrorData(
+                    ErrorCode.SERVER_ERROR,
+                    f"a {type[:64]} event of {len(frame)} bytes is over the frame limit "
+                    f"({self.max_frame_bytes} bytes) and was not sent",
+                    False,
+                    request_id,
+                ),
+                self.metadata_for(request_id),
+            )
+        self.outbox.put(frame)
 
     def send_error(self, exc: StreamcoreError, request_id: str | None) -> None:
         self.send(

@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import anyio
 import msgspec
 
 from .errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["MemoryConnection", "MemoryClient", "memory_pair"]
 
@@ -22,7 +25,9 @@ __all__ = ["MemoryConnection", "MemoryClient", "memory_pair"]
 class MemoryConnection:
     """The server side of an in-memory connection."""
 
-    def __init__(self, inbound, outbound) -> None:
+    def __init__(
+        self, inbound: MemoryObjectReceiveStream[Union[str, bytes]], outbound: MemoryObjectSendStream[bytes]
+    ) -> None:
         self._inbound = inbound
         self._outbound = outbound
         self.close_code: int | None = None
@@ -49,7 +54,9 @@ class MemoryConnection:
 class MemoryClient:
     """The client side: send dicts or raw strings, receive decoded frames."""
 
-    def __init__(self, outbound, inbound) -> None:
+    def __init__(
+        self, outbound: MemoryObjectSendStream[Union[str, bytes]], inbound: MemoryObjectReceiveStream[bytes]
+    ) -> None:
         self._outbound = outbound
         self._inbound = inbound
 
@@ -84,6 +91,10 @@ class MemoryClient:
 
 def memory_pair(buffer: int = 1 << 16) -> tuple[MemoryConnection, MemoryClient]:
     """A connected (server side, client side) pair."""
+    c2s_send: MemoryObjectSendStream[Union[str, bytes]]
+    c2s_recv: MemoryObjectReceiveStream[Union[str, bytes]]
+    s2c_send: MemoryObjectSendStream[bytes]
+    s2c_recv: MemoryObjectReceiveStream[bytes]
     c2s_send, c2s_recv = anyio.create_memory_object_stream(buffer)
     s2c_send, s2c_recv = anyio.create_memory_object_stream(buffer)
     return MemoryConnection(c2s_recv, s2c_send), MemoryClient(c2s_send, s2c_recv)
@@ -185,7 +196,7 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    async def __aenter__(self) -> "FakeOpenAI":
+    async def __aenter__(self) -> FakeOpenAI:
         self._changed = anyio.Event()
         self._listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
         self.port = self._listener.extra(anyio.abc.SocketAttribute.local_port)
@@ -224,7 +235,7 @@ class FakeOpenAI:
             while True:  # keep-alive: serve requests until the client closes
                 head = await reader.receive_until(b"\r\n\r\n", 65536)
                 lines = head.decode("latin-1").split("\r\n")
-                headers = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+                headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
                 body = await reader.receive_exactly(int(headers.get("content-length", "0")))
                 request = json.loads(body or b"{}")
                 self.requests.append(request)
@@ -273,7 +284,7 @@ class FakeOpenAI:
                     "unavailable": 503}
         if model in statuses:
             status = statuses[model]
-            error = {"message": f"fake {status}", "type": "fake", "code": str(status)}
+            error: dict[str, Any] = {"message": f"fake {status}", "type": "fake", "code": str(status)}
             if model == "context-length":
                 error = {"message": "This model's maximum context length is 8 tokens.",
                          "type": "invalid_request_error", "code": "context_length_exceeded"}
@@ -306,19 +317,22 @@ class FakeOpenAI:
         if self.burst and model not in ("break", "slow"):
             # Every event pre-encoded and sent in one write: the server costs next to
             # nothing, so a benchmark measures the client alone.
-            body = self._burst_cache.get(model)
-            if body is None:
+            burst = self._burst_cache.get(model)
+            if burst is None:
                 events = [
-                    b"data: " + json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
-                                            "model": model, "choices": [{"index": 0, "delta": {"content": p},
-                                                                         "finish_reason": None}]}).encode() + b"\n\n"
+                    b"data: "
+                    + json.dumps({
+                        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}],
+                    }).encode()
+                    + b"\n\n"
                     for p in pieces
                 ]
                 events.append(b'data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","model":"' + model.encode()
                               + b'","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
                 data = b"".join(events)
-                body = self._burst_cache[model] = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)
-            await stream.send(body)
+                burst = self._burst_cache[model] = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data)
+            await stream.send(burst)
             return
 
         def event(delta: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The boundary between the engine and a transport driver.
+r"""The boundary between the engine and a transport driver.
 
 The engine sees a connection only through these protocols; drivers implement them for
 their framework and translate the framework's "peer went away" exceptions into
@@ -16,7 +16,8 @@ close code, an SSE driver ends its response.
 from __future__ import annotations
 
 import enum
-from typing import Mapping, Protocol, Union
+from collections.abc import Mapping
+from typing import Protocol, Union
 
 import msgspec
 

@@ -12,7 +12,8 @@ import json
 import math
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import ProviderError
 from .protocol import ErrorCode

@@ -480,3 +480,15 @@ async def test_empty_content_is_invalid():
         await c.send("USER_MESSAGE", {"content": "   "}, id="e")
         err = (await c.receive())["data"]
     assert err["code"] == "INVALID_MESSAGE" and "$.data.content" in err["message"] and err["requestId"] == "e"
+
+
+async def test_a_users_message_budget_survives_a_reconnect():
+    engine = make_engine(ScriptedProvider(("a",)), limits={"messages_per_interval": 2, "interval": 600})
+    async with session(engine, user_id="ann") as c:
+        for i in range(2):
+            await c.send("PING", {"timestamp": i})
+            await c.receive()
+    async with session(engine, user_id="ann") as c:  # a new connection: the budget is spent
+        await c.send("PING", {"timestamp": 9}, id="p")
+        err = (await c.receive())["data"]
+    assert err["code"] == "RATE_LIMIT" and err["requestId"] == "p"

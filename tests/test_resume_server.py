@@ -10,7 +10,7 @@ import pytest
 
 from streamcore import Config, Engine, MemoryRunLog
 
-from .helpers import ScriptedProvider, check_stream, connect, make_engine, running, types
+from .helpers import ScriptedProvider, connect, make_engine, running, types
 from .test_policy import SECRET, token
 
 pytestmark = pytest.mark.anyio

@@ -143,7 +143,7 @@ async def two_servers(make_server, config: Path) -> tuple[str, str]:
     return await a.ready(), await b.ready()
 
 
-async def test_a_publisher_process_reaches_clients_on_both_workers(redis_server, make_server, tmp_path):
+async def test_a_publisher_process_reaches_clients_on_both_workers(redis_server, make_server, tmp_path):  # noqa: F811 - fixture
     prefix = unique_prefix()
     url_a, url_b = await two_servers(make_server, write_config(tmp_path, redis_server.url, prefix))
     async with connect(url_a, **bearer("ann")) as on_a, connect(url_b, **bearer("bob")) as on_b:
@@ -171,7 +171,7 @@ async def test_a_publisher_process_reaches_clients_on_both_workers(redis_server,
     assert got_b[2]["type"] == "NOTE" and got_b[2]["data"] == {"for": "bob"}
 
 
-async def test_a_reply_started_on_a_is_resumed_on_b_whole(redis_server, make_server, tmp_path):
+async def test_a_reply_started_on_a_is_resumed_on_b_whole(redis_server, make_server, tmp_path):  # noqa: F811 - fixture
     url_a, url_b = await two_servers(make_server, write_config(tmp_path, redis_server.url, unique_prefix()))
     async with connect(url_a, **bearer("ann")) as a:
         await a.send("USER_MESSAGE", {"content": "raconte"}, id="q")
@@ -199,7 +199,7 @@ async def test_a_reply_started_on_a_is_resumed_on_b_whole(redis_server, make_ser
         assert (await eve.recv())["data"]["code"] == "NOT_FOUND"
 
 
-async def test_stop_sent_to_b_stops_the_run_on_a(redis_server, make_server, tmp_path):
+async def test_stop_sent_to_b_stops_the_run_on_a(redis_server, make_server, tmp_path):  # noqa: F811 - fixture
     url_a, url_b = await two_servers(make_server, write_config(tmp_path, redis_server.url, unique_prefix()))
     async with connect(url_a, **bearer("ann")) as a, connect(url_b, **bearer("ann")) as b:
         await a.send("USER_MESSAGE", {"content": "long"}, id="q")
@@ -218,7 +218,7 @@ async def test_stop_sent_to_b_stops_the_run_on_a(redis_server, make_server, tmp_
     assert len(end["content"]) < 1000 and stopped_in < 3  # the 300-word reply was cut short
 
 
-async def test_a_users_concurrency_limit_holds_across_workers(redis_server, make_server, tmp_path):
+async def test_a_users_concurrency_limit_holds_across_workers(redis_server, make_server, tmp_path):  # noqa: F811 - fixture
     url_a, url_b = await two_servers(make_server, write_config(tmp_path, redis_server.url, unique_prefix()))
     async with connect(url_a, **bearer("ann")) as a, connect(url_b, **bearer("ann")) as b:
         await a.send("USER_MESSAGE", {"content": "one"}, id="1")
@@ -248,7 +248,7 @@ async def test_a_users_concurrency_limit_holds_across_workers(redis_server, make
                 await anyio.sleep(0.1)
 
 
-async def test_redis_killed_and_restarted_mid_run(own_redis_server, make_server, tmp_path):
+async def test_redis_killed_and_restarted_mid_run(own_redis_server, make_server, tmp_path):  # noqa: F811 - fixture
     redis = own_redis_server
     server_a = make_server(write_config(tmp_path, redis.url, "k:"), name="A")
     server_b = make_server(write_config(tmp_path, redis.url, "k:"), name="B")
@@ -307,7 +307,7 @@ async def test_redis_killed_and_restarted_mid_run(own_redis_server, make_server,
         assert events.count("redis.recovered") >= 1
 
 
-async def test_two_workers_on_one_port_serve_and_stop_within_the_timeout(redis_server, make_server, tmp_path):
+async def test_two_workers_on_one_port_serve_and_stop_within_the_timeout(redis_server, make_server, tmp_path):  # noqa: F811 - fixture
     server = make_server(write_config(tmp_path, redis_server.url, unique_prefix()), workers=2)
     url = await server.ready()
     assert url.endswith("/ws")

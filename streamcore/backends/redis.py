@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -108,7 +109,9 @@ def redact(url: str) -> str:
     return urlunsplit(parts)
 
 
-def make_client(url: str, *, socket_timeout: float = 2.0, max_connections: int | None = None, blocking: bool = False) -> Any:
+def make_client(
+    url: str, *, socket_timeout: float = 2.0, max_connections: int | None = None, blocking: bool = False
+) -> Any:
     """An asyncio client that fails fast: short timeouts, one retry, no backoff sleeps."""
     options: dict[str, Any] = dict(
         socket_timeout=socket_timeout,
@@ -118,7 +121,9 @@ def make_client(url: str, *, socket_timeout: float = 2.0, max_connections: int |
         health_check_interval=15,
     )
     if blocking:
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections or 256, timeout=5, **options)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections or 256, timeout=5, **options
+        )
         return aioredis.Redis(connection_pool=pool)
     if max_connections:
         options["max_connections"] = max_connections
@@ -292,7 +297,9 @@ class RedisRunLog:
             n = len(w.entries)
             if w.sent < n:
                 last = w.entries[n - 1][0]
-                pipe.xadd(w.key, {b"e": _encode(w.entries[w.sent:n])}, id=f"{last}-0", maxlen=self.maxlen, approximate=True)
+                pipe.xadd(
+                    w.key, {b"e": _encode(w.entries[w.sent:n])}, id=f"{last}-0", maxlen=self.maxlen, approximate=True
+                )
                 self.batches += 1
             if not w.meta_sent:
                 pipe.hset(w.meta, "owner", w.owner)
@@ -404,7 +411,9 @@ class RedisBroker:
 
     shared = True
 
-    def __init__(self, client: Any, *, prefix: str = "streamcore:", health: Health | None = None, max_queue: int = 10_000) -> None:
+    def __init__(
+        self, client: Any, *, prefix: str = "streamcore:", health: Health | None = None, max_queue: int = 10_000
+    ) -> None:
         self.client = client
         self.channel = (prefix + "bus").encode()
         self.health = health or Health("redis")
@@ -817,7 +826,10 @@ class RedisConversationStore:
         try:
             await self._add(
                 keys=[key, index],
-                args=[self.max_messages, self.max_bytes, self.per_owner, int(self.ttl * 1000), time.time(), conversation_id, base, *items],
+                args=[
+                    self.max_messages, self.max_bytes, self.per_owner, int(self.ttl * 1000), time.time(),
+                    conversation_id, base, *items,
+                ],
             )
         except _DOWN as exc:
             # Recorded after the reply ended, where nobody could be told: the turn is

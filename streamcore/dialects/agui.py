@@ -34,16 +34,19 @@ conversation ``threadId``; the text of the last ``user`` message is the new turn
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
+
+if TYPE_CHECKING:
+    from ag_ui.core import RunAgentInput as _Official
 
 from ..dialect import ChunkEncoder
 from ..errors import ProtocolError
 from ..events import AppEvent, Ended, Entry, Failure, Kind, Started
 from ..ids import Stamp
 from ..protocol import ErrorCode, EventType, UserMessage, UserMessageData
-from .base import NOTHING, SSEDialect, encode_json, usage_dict, seq_bytes, sse_event
+from .base import NOTHING, SSEDialect, encode_json, seq_bytes, sse_event, usage_dict
 
 __all__ = ["AGUIDialect", "official_types"]
 
@@ -51,6 +54,7 @@ _NONE, _TEXT, _REASONING = 0, 1, 2
 _CANCELLED = frozenset({"user_cancelled", "server_shutdown"})
 _END_OF_DELTA = b"}\n\n"
 
+_OfficialInput: type[_Official] | None
 try:  # the official types, when the optional extra is installed
     from ag_ui.core import RunAgentInput as _OfficialInput
 except ImportError:  # pragma: no cover - depends on the install
@@ -136,14 +140,16 @@ class AGUIDialect(SSEDialect):
             import pydantic
 
             try:
-                body = _OfficialInput.model_validate_json(raw)
+                official = _OfficialInput.model_validate_json(raw)
             except pydantic.ValidationError as exc:
                 first = exc.errors()[0]
                 where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ()))
                 raise ProtocolError(f"not a RunAgentInput: {first.get('msg')} - at `${where}`") from None
-            thread_id, run_id = body.thread_id, body.run_id
-            messages = [(m.role, getattr(m, "content", None), getattr(m, "id", None)) for m in body.messages]
-            context = [{"description": c.description, "value": c.value} for c in body.context or ()]
+            thread_id, run_id = official.thread_id, official.run_id
+            messages: list[tuple[str, Any, Any]] = [
+                (m.role, getattr(m, "content", None), getattr(m, "id", None)) for m in official.messages
+            ]
+            context = [{"description": c.description, "value": c.value} for c in official.context or ()]
         else:
             try:
                 body = _request.decode(raw)

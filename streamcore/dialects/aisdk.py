@@ -37,7 +37,7 @@ from ..errors import ProtocolError
 from ..events import AppEvent, Ended, Entry, Failure, Kind
 from ..ids import Stamp
 from ..protocol import EventType, UserMessage, UserMessageData
-from .base import NOTHING, SSEDialect, encode_json, usage_dict, kebab, seq_bytes, sse_event
+from .base import NOTHING, SSEDialect, encode_json, kebab, seq_bytes, sse_event, usage_dict
 
 __all__ = ["AISDKDialect", "UI_MESSAGE_STREAM_HEADER"]
 
@@ -219,7 +219,7 @@ class AISDKDialect(SSEDialect):
         return _DONE if self.ended else NOTHING
 
     def prime(self, entries: Any) -> None:
-        for seq, kind, payload in entries:
+        for _seq, kind, payload in entries:
             if kind == Kind.STARTED:
                 self.learn(payload.message_id)
             elif kind == Kind.TEXT:

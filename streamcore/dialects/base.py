@@ -26,7 +26,8 @@ were put, so the queue and the placeholders stay in step.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 import structlog

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Union, cast
 
@@ -685,6 +686,7 @@ class Engine:
         if self._tg is None:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
+            self._tg.start_soon(self._sweep)
             await self._start_backends()
         return self
 
@@ -719,10 +721,21 @@ class Engine:
     async def _hold(self, started: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self._sweep)
             started.set()
             assert self._host_stop is not None  # set by start() before this task
             await self._host_stop.wait()
             tg.cancel_scope.cancel()
+
+    async def _sweep(self) -> None:
+        """One timer for every connection: idle ones and clients that stopped reading."""
+        lim = self.config.limits
+        tick = min(1.0, lim.idle_timeout / 4, lim.slow_client_timeout / 4)
+        while True:
+            await anyio.sleep(tick)
+            now = time.monotonic()
+            for session in list(self.sessions):
+                session.check(now)
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """End every run with ``server_shutdown``, flush, and close every socket with 1001.

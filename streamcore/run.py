@@ -79,7 +79,7 @@ class Subscription:
         codec = session.codec
         merge = session.limits.coalesce_chunks
         self.text = ChunkStream(codec.chunk_encoder(message_id, session.metadata), merge)
-        self.reasoning = ChunkStream(codec.chunk_encoder(message_id, session.metadata, reasoning=True), merge)
+        self.reasoning: ChunkStream | None = None  # made at the first reasoning delta
         self.metadata = session.metadata_for(request_id)
         self._outbox = session.outbox
         self._encode_entry = codec.encode_entry
@@ -128,6 +128,10 @@ class Subscription:
             self._lag(seq)
             return
         if kind == _REASONING:
+            if self.reasoning is None:
+                session = self.session
+                encoder = session.codec.chunk_encoder(self.message_id, session.metadata, reasoning=True)
+                self.reasoning = ChunkStream(encoder, self.text.merge)
             outbox.put_chunk(self.reasoning, payload, seq)
         else:
             try:
@@ -205,8 +209,17 @@ class Run:
         self.stop_reason: str | None = None
         self.scope: anyio.CancelScope | None = None
         self.t0 = time.perf_counter()
-        self.done = anyio.Event()
+        self._done: anyio.Event | None = None  # made on demand: most runs are never awaited
         self._grace: anyio.CancelScope | None = None
+
+    @property
+    def done(self) -> anyio.Event:
+        """Set once the run is sealed (nothing more will be logged)."""
+        if self._done is None:
+            self._done = anyio.Event()
+            if self.sealed:
+                self._done.set()
+        return self._done
 
     # --- readers ---------------------------------------------------------------------------
 
@@ -460,7 +473,8 @@ class Run:
                 sub.close()
         self.subscribers.clear()
         self.engine._run_sealed(self)
-        self.done.set()
+        if self._done is not None:
+            self._done.set()
 
 
 def _check_encodable(text: str) -> None:

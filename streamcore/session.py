@@ -80,6 +80,10 @@ class Session:
         self._tg: anyio.abc.TaskGroup | None = None
         self._writer_scope = anyio.CancelScope()
         self._last_frame = time.monotonic()
+        # The sweeper's view of this connection (see check()).
+        self._last_sent = 0
+        self._stalled_since: float | None = None
+        self._closing_for: str | None = None
         self._frames_in = 0
         self._handlers_running = 0
         self._rejected = 0
@@ -101,7 +105,6 @@ class Session:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._write_loop)
-                tg.start_soon(self._watch)
                 for command in commands:
                     self.dispatch(command)
                 try:
@@ -245,37 +248,42 @@ class Session:
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
 
-    async def _watch(self) -> None:
-        """Close idle connections and clients that stopped reading."""
+    def check(self, now: float) -> None:
+        """Close an idle connection, or a client that stopped reading (the engine's sweeper
+        calls this every tick for every connection: one timer for all, not one each)."""
+        if self._closing_for is not None or self._tg is None:
+            return
         lim = self.limits
-        tick = min(1.0, lim.idle_timeout / 4, lim.slow_client_timeout / 4)
+        if now - self._last_frame > lim.idle_timeout and not self._streaming():
+            self._closing_for = "idle"
+            self._tg.start_soon(self._close_idle)
+            return
+        # Progress is counted in bytes actually written, frame by frame: a slow but steady
+        # reader is never taken for a dead one.
         outbox = self.outbox
-        last_sent, stalled_since = outbox.sent_bytes, None
-        while True:
-            await anyio.sleep(tick)
-            now = time.monotonic()
-            if now - self._last_frame > lim.idle_timeout and not self._streaming():
-                self.log.info("connection.idle", idle_timeout=lim.idle_timeout)
-                await self.close(CloseReason.GOING_AWAY, "idle timeout")
-                return
-            # Progress is counted in bytes actually written, frame by frame: a slow but
-            # steady reader is never taken for a dead one.
-            if outbox.sending and outbox.sent_bytes == last_sent:
-                stalled_since = stalled_since or now
-                if now - stalled_since > lim.slow_client_timeout:
-                    self.log.warning("connection.slow_client", timeout=lim.slow_client_timeout)
-                    # The writer is blocked in a send that will never finish and may hold
-                    # the transport's send lock: cancel it, then close with a bound (the
-                    # close frame itself may not fit in a full buffer).
-                    self._writer_scope.cancel()
-                    with anyio.move_on_after(1.0):
-                        await self.close(CloseReason.POLICY, "client too slow to read")
-                    assert self._tg is not None  # this watchdog runs in run()'s task group
-                    self._tg.cancel_scope.cancel()
-                    return
-            else:
-                stalled_since = None
-            last_sent = outbox.sent_bytes
+        if outbox.sending and outbox.sent_bytes == self._last_sent:
+            self._stalled_since = self._stalled_since or now
+            if now - self._stalled_since > lim.slow_client_timeout:
+                self._closing_for = "slow"
+                self._tg.start_soon(self._close_slow)
+        else:
+            self._stalled_since = None
+        self._last_sent = outbox.sent_bytes
+
+    async def _close_idle(self) -> None:
+        self.log.info("connection.idle", idle_timeout=self.limits.idle_timeout)
+        await self.close(CloseReason.GOING_AWAY, "idle timeout")
+
+    async def _close_slow(self) -> None:
+        self.log.warning("connection.slow_client", timeout=self.limits.slow_client_timeout)
+        # The writer is blocked in a send that will never finish and may hold the
+        # transport's send lock: cancel it, then close with a bound (the close frame itself
+        # may not fit in a full buffer).
+        self._writer_scope.cancel()
+        with anyio.move_on_after(1.0):
+            await self.close(CloseReason.POLICY, "client too slow to read")
+        assert self._tg is not None  # started in run()'s task group
+        self._tg.cancel_scope.cancel()
 
     def _streaming(self) -> bool:
         return any(not sub.source.sealed for sub in self.subscriptions.values())

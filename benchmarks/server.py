@@ -81,6 +81,8 @@ def engine_for(args) -> Engine:
     lim.messages_per_interval = 1 << 30
     lim.max_concurrent_generations = 1 << 20
     lim.max_generations = 1 << 20  # 1,000 connections each streaming, and more
+    # Every load-generator connection comes from 127.0.0.1: lift the per-IP cap.
+    lim.max_connections = lim.max_connections_per_ip = 1 << 20
     lim.history_messages = 0
     lim.idle_timeout = 3600
     lim.max_message_bytes = 1 << 20

@@ -299,37 +299,50 @@ class Run:
                     parts_append = machine.parts.append
                     append = self.writer.append
                     subscribers = self.subscribers
-                    async for item in stream:
-                        kind = type(item)
-                        if kind is str or kind is Reasoning:
-                            if not item:
-                                continue
-                            if not item.isascii():
-                                _check_encodable(item)
-                            if ttft is None:
-                                self._emit(machine.start(model))
-                                machine.expect_streaming()
-                                scope.deadline = start + lim.generation_timeout
-                                ttft = time.perf_counter() - self.t0
-                            if kind is str:
+                    size = 0  # machine.size, kept in a local on the per-chunk path
+                    try:
+                        async for item in stream:
+                            if type(item) is str:
+                                if not item:
+                                    continue
+                                if not item.isascii():
+                                    _check_encodable(item)
+                                if ttft is None:
+                                    self._emit(machine.start(model))
+                                    machine.expect_streaming()
+                                    scope.deadline = start + lim.generation_timeout
+                                    ttft = time.perf_counter() - self.t0
                                 parts_append(item)
-                                machine.size += len(item)
+                                size += len(item)
                                 seq = machine.seq = machine.seq + 1
                                 append((seq, _TEXT, item))
                                 for sub in subscribers:
                                     sub.deliver_text(seq, item)
-                            elif hide_reasoning:
-                                continue
-                            else:
+                                if size > max_bytes:
+                                    self.stop_reason = "length"
+                                    break
+                            elif type(item) is Reasoning:
+                                if not item or hide_reasoning:
+                                    continue
+                                _check_encodable(item)
+                                if ttft is None:
+                                    self._emit(machine.start(model))
+                                    machine.expect_streaming()
+                                    scope.deadline = start + lim.generation_timeout
+                                    ttft = time.perf_counter() - self.t0
+                                machine.size = size
                                 entry = reasoning_delta(item)
+                                size = machine.size
                                 append(entry)
                                 for sub in subscribers:
                                     sub.deliver(entry)
-                            if machine.size > max_bytes:
-                                self.stop_reason = "length"
-                                break
-                        elif isinstance(item, Completion):
-                            completion = item
+                                if size > max_bytes:
+                                    self.stop_reason = "length"
+                                    break
+                            elif isinstance(item, Completion):
+                                completion = item
+                    finally:
+                        machine.size = size
                 if scope.cancelled_caught and self.stop_reason is None:
                     self.stop_reason = "timeout"
                     failure = StreamcoreError(

@@ -88,7 +88,7 @@ class Ended(msgspec.Struct, frozen=True):
 
     message_id: str
     stop_reason: str
-    content: str
+    content: Union[str, None]
     usage: Union[Usage, None] = None
 
     @property

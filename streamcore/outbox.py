@@ -23,7 +23,16 @@ import anyio
 
 from .ids import Stamp, stamp
 
-__all__ = ["Outbox", "ChunkStream"]
+__all__ = ["Outbox", "ChunkStream", "max_chunk_text"]
+
+
+def max_chunk_text(max_frame_bytes: int) -> int:
+    """Characters of text a chunk frame may carry and stay under ``max_frame_bytes``.
+
+    JSON escapes a control character as six bytes (``\\u001f``), and the envelope around
+    the text takes a few hundred: the bound holds whatever the text is.
+    """
+    return max(256, max_frame_bytes // 6 - 1024)
 
 
 class ChunkStream:
@@ -89,13 +98,16 @@ class Outbox:
         sending: the writer is inside a send.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, max_text: int = 1 << 30) -> None:
         # Each item is encoded bytes, or a run of pending chunks of one message stored as
         # a list [stream, seq, text, text...]: a list is four times cheaper to build than
         # an object, and this is built once per chunk when chunks are not merged.
         self._items: deque[Union[bytes, list]] = deque()
         self.pending = 0
         self.limit = limit
+        #: characters one chunk frame may carry (see max_chunk_text): longer merged runs
+        #: leave as several frames, split between pieces.
+        self.max_text = max_text
         self.sending = False
         self.sent = 0
         self.sent_bytes = 0
@@ -154,8 +166,27 @@ class Outbox:
                 s = item[0]
                 if now is None:
                     now = stamp()
-                append(s.encode(item[2] if len(item) == 3 else "".join(item[2:]), s.index, item[1], now))
-                s.index += 1
+                if len(item) == 3:
+                    append(s.encode(item[2], s.index, item[1], now))
+                    s.index += 1
+                    continue
+                text = "".join(item[2:])
+                if len(text) <= self.max_text:
+                    append(s.encode(text, s.index, item[1], now))
+                    s.index += 1
+                    continue
+                # Too long for one frame: split between pieces. Pieces of one run have
+                # consecutive seqs, so each frame carries its own last piece's seq.
+                first = item[1] - (len(item) - 3)
+                start = 2
+                size = 0
+                for k in range(2, len(item)):
+                    size += len(item[k])
+                    last = k + 1 == len(item)
+                    if last or size + len(item[k + 1]) > self.max_text:
+                        append(s.encode("".join(item[start:k + 1]), s.index, first + k - 2, now))
+                        s.index += 1
+                        start, size = k + 1, 0
         items.clear()
         self.pending = 0
         return frames

@@ -18,13 +18,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 
 from .errors import ProviderError, StreamcoreError
 from .events import STOP_REASONS, Completion, Failure, Kind, Reasoning, Usage
 from .lifecycle import RunMachine, RunState
 from .log import get_logger
 from .objectives import parse_objective
-from .outbox import ChunkStream
+from .outbox import ChunkStream, max_chunk_text
 from .protocol import ErrorCode, EventType, FollowUpQuestionsData, ObjectiveGeneratedData
 from .provider import ChatMessage, GenerationRequest, close_stream
 
@@ -135,10 +136,28 @@ class Subscription:
             outbox.put_chunk(self.reasoning, payload, seq)
         else:
             try:
-                outbox.put(self._encode_entry(entry, self.message_id, self.metadata, self.request_id))
+                frame = self._encode_entry(entry, self.message_id, self.metadata, self.request_id)
+                if len(frame) > self.session.max_frame_bytes:
+                    frame = self._too_large(entry, len(frame))
+                outbox.put(frame)
             except Exception:
                 # An application payload that cannot be encoded: skip it, keep the stream.
                 _log.exception("run.encode_failed", message_id=self.message_id, seq=seq)
+
+    def _too_large(self, entry: tuple, size: int) -> bytes:
+        """A frame over ``max_frame_bytes``: END goes without its (optional) ``content``,
+        which the chunks carried already; anything else becomes an ERROR in its place."""
+        seq, kind, payload = entry
+        if kind == Kind.ENDED:
+            lean = (seq, kind, msgspec.structs.replace(payload, content=None))
+            return self._encode_entry(lean, self.message_id, self.metadata, self.request_id)
+        _log.warning("send.frame_too_large", message_id=self.message_id, seq=seq, bytes=size)
+        failure = (seq, Kind.FAILED, Failure(
+            ErrorCode.SERVER_ERROR,
+            f"an event of this message ({size} bytes) exceeds the frame limit and was not sent",
+            False,
+        ))
+        return self._encode_entry(failure, self.message_id, self.metadata, self.request_id)
 
     def _lag(self, seq: int) -> None:
         self.lagging = True
@@ -300,11 +319,30 @@ class Run:
                     append = self.writer.append
                     subscribers = self.subscribers
                     size = 0  # machine.size, kept in a local on the per-chunk path
+                    # One delta never makes a frame over [limits] max_frame_bytes.
+                    max_piece = max_chunk_text(lim.max_frame_bytes or lim.max_message_bytes)
                     try:
                         async for item in stream:
                             if type(item) is str:
                                 if not item:
                                     continue
+                                if len(item) > max_piece:  # rare: cut so no frame is too large
+                                    if ttft is None:
+                                        self._emit(machine.start(model))
+                                        machine.expect_streaming()
+                                        scope.deadline = start + lim.generation_timeout
+                                        ttft = time.perf_counter() - self.t0
+                                    head = len(item) - (len(item) % max_piece or max_piece)
+                                    for i in range(0, head, max_piece):
+                                        piece = item[i:i + max_piece]
+                                        _check_encodable(piece)
+                                        parts_append(piece)
+                                        size += len(piece)
+                                        seq = machine.seq = machine.seq + 1
+                                        append((seq, _TEXT, piece))
+                                        for sub in subscribers:
+                                            sub.deliver_text(seq, piece)
+                                    item = item[head:]
                                 if not item.isascii():
                                     _check_encodable(item)
                                 if ttft is None:
@@ -497,4 +535,5 @@ def _check_encodable(text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ProviderError("the provider sent text that cannot be encoded (a lone surrogate)") from None
+
 

@@ -20,7 +20,7 @@ import anyio.lowlevel
 
 from .errors import ConnectionClosed, ProtocolError, StreamcoreError
 from .log import get_logger
-from .outbox import Outbox
+from .outbox import Outbox, max_chunk_text
 from .protocol import ErrorCode, ErrorData, EventType
 from .transport import CloseReason
 
@@ -69,9 +69,9 @@ class Session:
             self.metadata = {"sessionId": self.id}
             if self.user_id:
                 self.metadata["userId"] = self.user_id
-        self.outbox = Outbox(self.limits.send_buffer_bytes)
         #: the largest frame this connection is sent (``[limits] max_frame_bytes``).
         self.max_frame_bytes = self.limits.max_frame_bytes or self.limits.max_message_bytes
+        self.outbox = Outbox(self.limits.send_buffer_bytes, max_text=max_chunk_text(self.max_frame_bytes))
         #: the runs this connection reads, by message id.
         self.subscriptions: dict[str, Subscription] = {}
         #: client frame id -> message id of the runs this connection started.

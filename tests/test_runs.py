@@ -421,3 +421,43 @@ async def test_a_hanging_aclose_is_abandoned_after_cleanup_timeout():
         await engine.shutdown(timeout=1)
         await engine.aclose()
     assert provider.close_started.is_set() and run is None
+
+
+async def test_no_chunk_frame_exceeds_the_frame_limit_whatever_the_deltas():
+    # One delta far over the limit, then many small ones merged while the client lags.
+    big = "x" * 20_000
+    pieces = (big,) + tuple(f"\x01{i:05d}" for i in range(3000))
+    engine = make_engine(
+        ScriptedProvider(pieces),
+        limits={"max_frame_bytes": 8192, "max_message_bytes": 8192, "send_buffer_bytes": 1 << 20},
+    )
+    conn, c = memory_pair(1)
+    raw: list[bytes] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.serve, conn, ConnectionInfo())
+        with anyio.fail_after(10):
+            await c.send("USER_MESSAGE", {"content": "hi"})
+            while True:
+                frame = await c._inbound.receive()
+                raw.append(frame)
+                if b'"AI_MESSAGE_END"' in frame[:120]:
+                    break
+        await c.aclose()
+    chunks = [f for f in raw if b'"AI_MESSAGE_CHUNK"' in f[:120]]
+    assert max(len(f) for f in chunks) <= 8192
+    frames = [msgspec.json.decode(f) for f in raw]
+    assert chunks_text(frames) == "".join(pieces)
+    assert_seqs_increase(frames)
+    await engine.aclose()
+
+
+async def test_an_end_too_large_for_a_frame_goes_without_its_content():
+    text = "y" * 30_000
+    engine = make_engine(ScriptedProvider((text,)), limits={"max_frame_bytes": 8192, "max_message_bytes": 8192})
+    async with connection(engine) as c:
+        await c.send("USER_MESSAGE", {"content": "hi"})
+        frames = await c.receive_until("AI_MESSAGE_END")
+    end = frames[-1]["data"]
+    assert "content" not in end and end["stopReason"] == "complete" and end["isComplete"] is True
+    assert chunks_text(frames) == text
+    await engine.aclose()

@@ -573,6 +573,8 @@ class SSEApp:
         try:
             await authenticate(self.engine.verifier, info)
         except AuthError as exc:
+            self.engine.telemetry.on_rejected("auth")
+            self.engine.telemetry.on_error(exc.code)
             await _respond_error(send, 401, exc.code, exc.message, False)
             return False
         return True

@@ -30,6 +30,7 @@ import anyio
 
 from streamcore.config import Config
 from streamcore.errors import ConfigError
+from streamcore.metrics import multiprocess_metrics, worker_exited
 
 __all__ = ["run_workers", "check_workers", "reuse_port_socket"]
 
@@ -137,6 +138,9 @@ def run_workers(
         procs[index] = proc
         pipes[index] = parent_end
 
+    # With [metrics] on: one PROMETHEUS_MULTIPROC_DIR for every worker (removed at exit).
+    metrics = contextlib.ExitStack()
+    metrics.enter_context(multiprocess_metrics(config))
     try:
         for index in range(n):
             spawn(index)
@@ -172,6 +176,7 @@ def run_workers(
                 index = sentinels[obj]
                 if stop["signal"] is None:
                     status = procs[index].exitcode
+                    worker_exited(procs[index].pid)  # its live gauges go; its counters stay
                     print(f"streamcore: worker {index} exited (status {status}); restarting", file=sys.stderr)
                     pipes[index].close()
                     spawn(index)
@@ -181,6 +186,7 @@ def run_workers(
         for pipe in pipes.values():
             pipe.close()
         holder.close()
+        metrics.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

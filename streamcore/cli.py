@@ -45,6 +45,8 @@ _EXTRAS = {
     "jwt": "jwt",
     "cryptography": "jwt",
     "redis": "redis",
+    "prometheus_client": "prometheus",
+    "opentelemetry": "otel",
 }
 # What each transport of `serve` imports (uvicorn runs websockets' sans-I/O protocol),
 # and the extra that installs it all.

@@ -625,7 +625,10 @@ class StreamcoreClient:
             else:
                 self._set_state(ClientState.CONNECTING)
             first = False
-            headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            if attempts:
+                # Reported so the server can count reconnections (docs/SPEC.md, Connection).
+                headers["X-Streamcore-Reconnect"] = str(self.reconnect_count + 1)
             try:
                 with anyio.fail_after(self.timeout):
                     ws = await ws_connect(self.url, additional_headers=headers, open_timeout=self.timeout,

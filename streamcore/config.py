@@ -34,6 +34,7 @@ __all__ = [
     "RunsConfig",
     "RedisConfig",
     "SSEConfig",
+    "MetricsConfig",
     "load_config",
 ]
 
@@ -180,6 +181,21 @@ class SSEConfig(_Section):
     heartbeat: float = 15.0
 
 
+class MetricsConfig(_Section):
+    """``[metrics]``: Prometheus metrics and OpenTelemetry traces (off by default)."""
+
+    #: collect metrics (and traces when ``otel`` is on); nothing is counted per chunk.
+    enabled: bool = False
+    #: where plain HTTP ``GET`` serves the Prometheus text, beside /healthz; "" keeps
+    #: the metrics in the process (readable from Python) without serving them.
+    path: str = "/metrics"
+    #: keep Prometheus metrics (the ``prometheus`` extra: prometheus-client).
+    prometheus: bool = True
+    #: a span per run through the global OpenTelemetry tracer provider (the ``otel``
+    #: extra: opentelemetry-api; configure the SDK and an exporter in the application).
+    otel: bool = False
+
+
 class SecurityConfig(_Section):
     """``[security]``: the Origin allow-list; empty means any Origin (documented)."""
 
@@ -208,6 +224,7 @@ class Config(_Section):
     runs: RunsConfig = msgspec.field(default_factory=RunsConfig)
     redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
     sse: SSEConfig = msgspec.field(default_factory=SSEConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     features: FeaturesConfig = msgspec.field(default_factory=FeaturesConfig)
 
@@ -254,6 +271,11 @@ def _validate(cfg: Config) -> None:
         "runs.max_log_bytes": cfg.runs.max_log_bytes,
         "runs.cleanup_timeout": cfg.runs.cleanup_timeout,
     }
+    mpath = cfg.metrics.path
+    if mpath and (not mpath.startswith("/") or mpath == cfg.server.path):
+        raise ConfigError(
+            f'metrics.path must start with "/" and differ from server.path (or be ""), got {mpath!r}'
+        )
     if cfg.runs.grace_period < 0:
         raise ConfigError(f"runs.grace_period must be >= 0, got {cfg.runs.grace_period!r}")
     for key, value in positive.items():

@@ -35,6 +35,7 @@ from .handlers import register_builtins
 from .ids import now_ms
 from .limits import Limiter, MemoryLimiter, RateBucket
 from .log import get_logger
+from .metrics import Telemetry, make_telemetry
 from .objectives import InMemoryObjectiveStore, ObjectiveStore, strip_code_fence
 from .protocol import BUILTIN_CLIENT_FRAMES, ErrorCode, ErrorData, EventType, ThinkingData
 from .provider import ChatMessage, GenerationRequest, Provider, close_provider, collect_text, load_provider
@@ -92,6 +93,7 @@ class Engine:
         conversations: ConversationStore | None = None,
         limiter: Limiter | None = None,
         broker: Broker | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config or Config()
         cfg = self.config
@@ -171,6 +173,8 @@ class Engine:
         self._host_stop: anyio.Event | None = None
         self._runs_idle: anyio.Event | None = None
         register_builtins(self)
+        #: metrics and traces: a no-op unless ``[metrics] enabled`` or ``telemetry=`` given.
+        self.telemetry: Telemetry = make_telemetry(self, telemetry)
         if cfg.features.follow_up_questions == "broadcast":
             _log.warning(
                 "follow_up.broadcast",
@@ -244,7 +248,10 @@ class Engine:
 
     def origin_allowed(self, origin: str | None) -> bool:
         """Whether a handshake from ``origin`` passes ``[security] allowed_origins``."""
-        return origin_allowed(self.config.security.allowed_origins, origin)
+        if origin_allowed(self.config.security.allowed_origins, origin):
+            return True
+        self.telemetry.on_rejected("origin")
+        return False
 
     async def serve(
         self,
@@ -291,6 +298,8 @@ class Engine:
                 info = await authenticate(self.verifier, info)
             except AuthError as exc:
                 _log.info("connection.auth_failed", client=info.client, reason=exc.message)
+                self.telemetry.on_rejected("auth")
+                self.telemetry.on_error(exc.code)
                 try:
                     await conn.send(codec.encode(EventType.ERROR, ErrorData(exc.code, exc.message, False)))
                     await conn.close(1008, "authentication failed")
@@ -471,6 +480,7 @@ class Engine:
                 owner's concurrency limit, the total limit, or a full run log.
         """
         if self.closing or self._tg is None:
+            self.telemetry.on_rejected("shutting_down")
             raise StreamcoreError("the server is shutting down; try again shortly", code=ErrorCode.SERVER_ERROR)
         lim = self.config.limits
         owner = session.owner
@@ -480,6 +490,7 @@ class Engine:
         # (the answer needs I/O), before the provider is called.
         slot = self.limiter.try_acquire(owner, message_id, lim.max_concurrent_generations)
         if slot is False:
+            self.telemetry.on_rejected("concurrency")
             raise StreamcoreError(
                 f"at most {lim.max_concurrent_generations} generations at once",
                 code=ErrorCode.RATE_LIMIT,
@@ -493,13 +504,16 @@ class Engine:
                     retry_after_ms=lim.retry_after_ms,
                 )
             writer = self.runlog.open(message_id, owner)
-        except BaseException:
+        except BaseException as exc:
             if slot:
                 self._release_slot(owner, message_id)
+            if isinstance(exc, StreamcoreError):  # max_generations, or the run log full
+                self.telemetry.on_rejected("capacity")
             raise
         run = Run(self, message_id, owner, request, writer, request_id=request_id, conversation=conversation)
         self.runs[message_id] = run
         self.active[owner] = self.active.get(owner, 0) + 1
+        self.telemetry.on_run_start(run, session)
         session.send(EventType.AI_THINKING, ThinkingData(now_ms()), request_id=request_id)
         session.follow(Subscription(session, run, message_id, request_id), run)
         self._tg.start_soon(self._admit_and_execute, run, not slot)
@@ -524,6 +538,7 @@ class Engine:
             return
         lim = self.config.limits
         _log.info("generation.refused", message_id=run.message_id, reason="concurrency", limit=limit)
+        self.telemetry.on_rejected("concurrency")
         failure = Failure(ErrorCode.RATE_LIMIT, f"at most {limit} generations at once", True, lim.retry_after_ms)
         for entry in run.machine.finish("error", failure=failure):
             run._emit(entry)
@@ -554,11 +569,13 @@ class Engine:
         if run is not None:
             if not self.may_read(session.owner, run.owner):
                 raise NotFound(f"no such message {message_id[:128]!r}")
+            self.telemetry.on_resume("live", run.machine.seq - last_seq)
             session.follow(Subscription(session, run, message_id, request_id, last_seq), run)
             return
         info = await self.runlog.info(message_id)
         if info is None or not self.may_read(session.owner, info.owner):
             raise NotFound(f"no such message {message_id[:128]!r}")
+        self.telemetry.on_resume("log", info.last_seq - last_seq)
         source = _PulledSource()
         sub = Subscription(session, source, message_id, request_id, last_seq)
         session.follow(sub)
@@ -670,6 +687,7 @@ class Engine:
         """The run logged its END (it may still log objective or follow-up events)."""
 
     def _run_sealed(self, run: Run) -> None:
+        self.telemetry.on_run_sealed(run)
         self.runs.pop(run.message_id, None)
         self._release_slot(run.owner, run.message_id)
         count = self.active.get(run.owner, 0)

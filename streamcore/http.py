@@ -66,6 +66,9 @@ class StaticRoutes:
             )
             status = 503 if self.engine.closing else 200
             return status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], body
+        telemetry = getattr(self.engine, "telemetry", None)
+        if telemetry is not None and path == telemetry.metrics_path:  # [metrics] path; None when off
+            return telemetry.metrics_response()
         if path == self.ws_path:
             # RFC 9110 §15.5.22: a 426 names the protocol to switch to.
             body = (

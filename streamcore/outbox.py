@@ -111,6 +111,8 @@ class Outbox:
         self.sending = False
         self.sent = 0
         self.sent_bytes = 0
+        #: chunks sent inside another chunk's frame (merged under backpressure).
+        self.merged = 0
         #: subscriptions that stopped putting because the buffer was full.
         self.lagging: list[Any] = []
         self._ready = _Signal()
@@ -172,11 +174,13 @@ class Outbox:
                     continue
                 text = "".join(item[2:])
                 if len(text) <= self.max_text:
+                    self.merged += len(item) - 3  # pieces of the run beyond the first
                     append(s.encode(text, s.index, item[1], now))
                     s.index += 1
                     continue
                 # Too long for one frame: split between pieces. Pieces of one run have
                 # consecutive seqs, so each frame carries its own last piece's seq.
+                self.merged += len(item) - 2  # its pieces, less one per frame below
                 first = item[1] - (len(item) - 3)
                 start = 2
                 size = 0
@@ -185,6 +189,7 @@ class Outbox:
                     last = k + 1 == len(item)
                     if last or size + len(item[k + 1]) > self.max_text:
                         append(s.encode("".join(item[start:k + 1]), s.index, first + k - 2, now))
+                        self.merged -= 1
                         s.index += 1
                         start, size = k + 1, 0
         items.clear()

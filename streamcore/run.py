@@ -310,6 +310,7 @@ class Run:
                     start = anyio.current_time()
                     scope.deadline = start + min(lim.first_chunk_timeout, lim.generation_timeout)
                     request = await self._prepare()
+                    engine.telemetry.on_provider_call(self)
                     stream = provider.stream(request)
                     # The per-chunk path: locals only. A text delta does what
                     # RunMachine.text_delta does, inline (a method call per chunk is
@@ -332,6 +333,7 @@ class Run:
                                         machine.expect_streaming()
                                         scope.deadline = start + lim.generation_timeout
                                         ttft = time.perf_counter() - self.t0
+                                        engine.telemetry.on_first_chunk(self, ttft)
                                     head = len(item) - (len(item) % max_piece or max_piece)
                                     for i in range(0, head, max_piece):
                                         piece = item[i:i + max_piece]
@@ -350,6 +352,7 @@ class Run:
                                     machine.expect_streaming()
                                     scope.deadline = start + lim.generation_timeout
                                     ttft = time.perf_counter() - self.t0
+                                    engine.telemetry.on_first_chunk(self, ttft)
                                 parts_append(item)
                                 size += len(item)
                                 seq = machine.seq = machine.seq + 1
@@ -368,6 +371,7 @@ class Run:
                                     machine.expect_streaming()
                                     scope.deadline = start + lim.generation_timeout
                                     ttft = time.perf_counter() - self.t0
+                                    engine.telemetry.on_first_chunk(self, ttft)
                                 machine.size = size
                                 entry = reasoning_delta(item)
                                 size = machine.size
@@ -458,6 +462,9 @@ class Run:
         for entry in machine.finish(reason, usage=usage, failure=fail, model=answered_by):
             self._emit(entry)
         self.engine._run_ended(self, failure)
+        self.engine.telemetry.on_run_end(
+            self, reason, failure, usage, (completion and completion.model) or model, ttft
+        )
         _log.info(
             "generation.end",
             message_id=self.message_id,

@@ -100,6 +100,7 @@ class Session:
         """
         t0 = time.perf_counter()
         self.log.info("connection.open", path=self.info.path, subprotocol=self.info.subprotocol)
+        self.engine.telemetry.on_connection_open(self)
         close_code: int | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -117,6 +118,7 @@ class Session:
         finally:
             self.closed = True
             self._detach_all()
+            self.engine.telemetry.on_connection_close(self, close_code)
             self.log.info(
                 "connection.close",
                 code=close_code,
@@ -191,6 +193,7 @@ class Session:
     def _over_limit(self, wait: int, raw: str | bytes) -> None:
         """A frame over the rate limit: one RATE_LIMIT reply per burst, close if it goes on."""
         self._rejected += 1
+        self.engine.telemetry.on_rejected("rate")
         if self._rejected == 1:
             # Only the id is read (clients match the refusal to their request to retry).
             request_id = self.codec.request_id(raw) if len(raw) <= self.codec.max_message_bytes else None
@@ -200,6 +203,7 @@ class Session:
             )
         if self._rejected == self.limits.flood_close_after:  # once: the close is under way
             self.log.warning("connection.flood", rejected=self._rejected)
+            self.engine.telemetry.on_rejected("flood")
             assert self._tg is not None  # frames are read inside run()'s task group
             self._tg.start_soon(self.close, CloseReason.POLICY, "too many messages")
 
@@ -207,6 +211,7 @@ class Session:
         # Slow handlers (a store, an application's I/O) run beside the reader, so STOP and
         # PING are answered at once; their number per connection is bounded.
         if self._handlers_running >= self.limits.max_pending_handlers:
+            self.engine.telemetry.on_rejected("handlers")
             raise StreamcoreError(
                 "too many requests in progress on this connection",
                 code=ErrorCode.RATE_LIMIT,
@@ -342,6 +347,7 @@ class Session:
         self.outbox.put(frame)
 
     def send_error(self, exc: StreamcoreError, request_id: str | None) -> None:
+        self.engine.telemetry.on_error(exc.code)
         self.send(
             EventType.ERROR,
             ErrorData(exc.code, exc.message, exc.retryable, request_id, exc.retry_after_ms),

@@ -261,7 +261,12 @@ backpressure_adapters = pytest.mark.parametrize("adapter", ADAPTERS)
 @backpressure_adapters
 async def test_slow_reader_gets_merged_chunks_nothing_lost(adapter):
     provider = BulkProvider(chunks=20_000, size=320)  # 6.4 MB: more than any kernel buffer
-    engine = make_engine(provider, limits={"send_buffer_bytes": 16 * 1024}, runs={"max_run_bytes": 8 << 20})
+    engine = make_engine(
+        provider,
+        # An END carrying the whole 6.4 MB text must fit a frame for check_stream's comparison.
+        limits={"send_buffer_bytes": 16 * 1024, "max_frame_bytes": 16 << 20},
+        runs={"max_run_bytes": 8 << 20},
+    )
     async with running(engine, adapter) as url:
         async with slow_socket_connect(url) as c:
             await c.send("USER_MESSAGE", {"content": "go"})

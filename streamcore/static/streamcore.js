@@ -238,10 +238,12 @@ var StreamcoreClient = class {
   }
   url() {
     const { url, token } = this.options;
-    if (!token) return url;
+    const reconnecting = this.attempts > 0;
+    if (!token && !reconnecting) return url;
     const base = globalThis.location?.href;
     const u = new URL(url, base);
-    u.searchParams.set("token", token);
+    if (token) u.searchParams.set("token", token);
+    if (reconnecting) u.searchParams.set("reconnect", String(this.reconnectCount + 1));
     return u.toString();
   }
   open() {

@@ -329,10 +329,13 @@ export class StreamcoreClient {
 
   private url(): string {
     const { url, token } = this.options;
-    if (!token) return url;
+    const reconnecting = this.attempts > 0;
+    if (!token && !reconnecting) return url;
     const base = (globalThis as { location?: { href: string } }).location?.href;
     const u = new URL(url, base);
-    u.searchParams.set("token", token);
+    if (token) u.searchParams.set("token", token);
+    // Reported so the server can count reconnections (docs/SPEC.md, Connection).
+    if (reconnecting) u.searchParams.set("reconnect", String(this.reconnectCount + 1));
     return u.toString();
   }
 

@@ -885,9 +885,10 @@ class StreamcoreClient:
         Raises:
             QueueFullError: offline and the queue already holds ``max_queue`` messages.
         """
-        frame = {"id": id or new_id("req"), "type": type, "timestamp": now_ms(), "data": {} if data is None else data}
+        frame_id = id or new_id("req")
+        frame = {"id": frame_id, "type": type, "timestamp": now_ms(), "data": {} if data is None else data}
         await self._send_raw(json.dumps(frame))
-        return frame["id"]
+        return frame_id
 
     async def _send_raw(self, raw: str, request: _Request | None = None) -> None:
         ws = self._ws

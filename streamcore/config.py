@@ -233,7 +233,7 @@ class Config(_Section):
 
     def redacted(self) -> dict[str, Any]:
         """The config as a dict with every secret replaced, safe to log."""
-        data = msgspec.to_builtins(self)
+        data: dict[str, Any] = msgspec.to_builtins(self)
         if data["auth"].get("jwt_secret"):
             data["auth"]["jwt_secret"] = "***"
         return data

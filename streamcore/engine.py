@@ -30,7 +30,7 @@ from .config import Config
 from .conversations import ConversationStore, MemoryConversationStore
 from .dialect import Dialect
 from .errors import ConnectionClosed, NotFound, ProviderError, StreamcoreError
-from .events import Failure
+from .events import Entry, Failure
 from .handlers import register_builtins
 from .ids import now_ms
 from .limits import Limiter, MemoryLimiter, RateBucket
@@ -60,7 +60,7 @@ class _PulledSource:
     __slots__ = ("entries", "sealed")
 
     def __init__(self) -> None:
-        self.entries: list = []
+        self.entries: list[Entry] = []
         self.sealed = False
 
 

@@ -137,7 +137,8 @@ def load_provider(name: str, *, model: str | None = None, options: dict[str, Any
         raise ConfigError(f"unknown provider {name!r}; known providers: {known}")
     factory = ep.load()
     try:
-        return factory(model=model, **(options or {}))
+        provider: Provider = factory(model=model, **(options or {}))
+        return provider
     except TypeError as exc:
         raise ConfigError(f"provider {name!r}: bad options: {exc}") from None
 

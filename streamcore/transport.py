@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Protocol, Union
+from typing import Any, Protocol, Union
 
 import msgspec
 
@@ -89,4 +89,4 @@ class ConnectionInfo(msgspec.Struct, kw_only=True):
     path: str = "/"
     subprotocol: Union[str, None] = None
     user_id: Union[str, None] = None
-    claims: Union[dict, None] = None
+    claims: Union[dict[str, Any], None] = None

@@ -329,11 +329,7 @@ class Run:
                                     continue
                                 if len(item) > max_piece:  # rare: cut so no frame is too large
                                     if ttft is None:
-                                        self._emit(machine.start(model))
-                                        machine.expect_streaming()
-                                        scope.deadline = start + lim.generation_timeout
-                                        ttft = time.perf_counter() - self.t0
-                                        engine.telemetry.on_first_chunk(self, ttft)
+                                        ttft = self._first_delta(model, scope, start + lim.generation_timeout)
                                     head = len(item) - (len(item) % max_piece or max_piece)
                                     for i in range(0, head, max_piece):
                                         piece = item[i:i + max_piece]
@@ -348,11 +344,7 @@ class Run:
                                 if not item.isascii():
                                     _check_encodable(item)
                                 if ttft is None:
-                                    self._emit(machine.start(model))
-                                    machine.expect_streaming()
-                                    scope.deadline = start + lim.generation_timeout
-                                    ttft = time.perf_counter() - self.t0
-                                    engine.telemetry.on_first_chunk(self, ttft)
+                                    ttft = self._first_delta(model, scope, start + lim.generation_timeout)
                                 parts_append(item)
                                 size += len(item)
                                 seq = machine.seq = machine.seq + 1
@@ -367,11 +359,7 @@ class Run:
                                     continue
                                 _check_encodable(item)
                                 if ttft is None:
-                                    self._emit(machine.start(model))
-                                    machine.expect_streaming()
-                                    scope.deadline = start + lim.generation_timeout
-                                    ttft = time.perf_counter() - self.t0
-                                    engine.telemetry.on_first_chunk(self, ttft)
+                                    ttft = self._first_delta(model, scope, start + lim.generation_timeout)
                                 machine.size = size
                                 entry = reasoning_delta(item)
                                 size = machine.size
@@ -413,6 +401,15 @@ class Run:
             if stream is not None:
                 await self._release(stream, cleanup)
             self._seal()
+
+    def _first_delta(self, model: str | None, scope: anyio.CancelScope, deadline: float) -> float:
+        """The model spoke: log START, allow the whole generation time; return the TTFT."""
+        self._emit(self.machine.start(model))
+        self.machine.expect_streaming()
+        scope.deadline = deadline
+        ttft = time.perf_counter() - self.t0
+        self.engine.telemetry.on_first_chunk(self, ttft)
+        return ttft
 
     async def _release(self, stream: Any, timeout: float) -> None:
         if stream is not None and not await close_stream(stream, timeout):

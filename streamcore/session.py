@@ -145,20 +145,25 @@ class Session:
             else:
                 handler(self, frame)
         except ProtocolError as exc:
-            self.send_error(exc, exc.request_id or getattr(frame, "id", None))
+            self.send_error(exc, exc.request_id or frame.id)
+        except ConnectionClosed:
+            raise
         except StreamcoreError as exc:
-            self.send_error(exc, getattr(frame, "id", None))
+            self.send_error(exc, frame.id)
+        except Exception:
+            # A bug in an application handler must not take the connection down.
+            self.log.exception("handler.failed")
+            self.send_error(StreamcoreError("internal server error"), frame.id)
 
     async def _read_loop(self) -> None:
         receive = self.conn.receive
         decode = self.codec.decode
-        handlers = self.engine.handlers
+        dispatch = self.dispatch
         take = self._bucket.take
         while True:
             raw = await receive()
             self._last_frame = time.monotonic()
             self._frames_in += 1
-            frame = None
             try:
                 # Every frame costs a token, decodable or not: a flood of bad frames or
                 # of PINGs is limited like a flood of messages.
@@ -174,21 +179,10 @@ class Session:
                     continue
                 self._rejected = 0
                 frame = decode(raw)
-                handler, is_async = handlers[frame.__struct_config__.tag]
-                if is_async:
-                    self._spawn_handler(handler, frame)
-                else:
-                    handler(self, frame)
-            except ProtocolError as exc:
-                self.send_error(exc, exc.request_id or getattr(frame, "id", None))
-            except ConnectionClosed:
-                raise
-            except StreamcoreError as exc:
-                self.send_error(exc, getattr(frame, "id", None))
-            except Exception:
-                # A bug in an application handler must not take the connection down.
-                self.log.exception("handler.failed")
-                self.send_error(StreamcoreError("internal server error"), getattr(frame, "id", None))
+            except ProtocolError as exc:  # a frame that cannot be decoded
+                self.send_error(exc, exc.request_id)
+                continue
+            dispatch(frame)
 
     def _over_limit(self, wait: int, raw: str | bytes) -> None:
         """A frame over the rate limit: one RATE_LIMIT reply per burst, close if it goes on."""

@@ -41,12 +41,10 @@ import msgspec
 if TYPE_CHECKING:
     from ag_ui.core import RunAgentInput as _Official
 
-from ..dialect import ChunkEncoder
 from ..errors import ProtocolError
 from ..events import AppEvent, Ended, Entry, Failure, Kind, Started
-from ..ids import Stamp
 from ..protocol import ErrorCode, EventType, UserMessage, UserMessageData
-from .base import NOTHING, SSEDialect, encode_json, seq_bytes, sse_event, usage_dict
+from .base import NOTHING, PartsDialect, encode_json, seq_bytes, sse_event, usage_dict
 
 __all__ = ["AGUIDialect", "official_types"]
 
@@ -104,7 +102,7 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-class AGUIDialect(SSEDialect):
+class AGUIDialect(PartsDialect):
     """One response's AG-UI event stream.
 
     Attributes:
@@ -221,30 +219,6 @@ class AGUIDialect(SSEDialect):
             b'data: {"type":"REASONING_START","messageId":' + span + b"}\n\n"
             b'data: {"type":"REASONING_MESSAGE_START","messageId":' + message + b',"role":"reasoning"}\n\n'
         )
-
-    def chunk_encoder(self, message_id: str, metadata: Any = None, *, reasoning: bool = False) -> ChunkEncoder:
-        self.learn(message_id)
-        join = b"".join
-        encode_str = encode_json
-        end = _END_OF_DELTA
-
-        if reasoning:
-
-            def encode_reasoning(content: str, index: int, seq: int, stamp: Stamp) -> bytes:
-                if self._open != _REASONING:
-                    opening = self._start(_REASONING)
-                    return join((opening, b"id: ", seq_bytes(seq), self._reasoning_head, encode_str(content), end))
-                return join((b"id: ", seq_bytes(seq), self._reasoning_head, encode_str(content), end))
-
-            return encode_reasoning
-
-        def encode_text(content: str, index: int, seq: int, stamp: Stamp) -> bytes:
-            if self._open != _TEXT:
-                opening = self._start(_TEXT)
-                return join((opening, b"id: ", seq_bytes(seq), self._text_head, encode_str(content), end))
-            return join((b"id: ", seq_bytes(seq), self._text_head, encode_str(content), end))
-
-        return encode_text
 
     # --- other entries, rendered at send time ------------------------------------------------
 

@@ -32,12 +32,10 @@ from typing import Any, Union
 
 import msgspec
 
-from ..dialect import ChunkEncoder
 from ..errors import ProtocolError
 from ..events import AppEvent, Ended, Entry, Failure, Kind
-from ..ids import Stamp
 from ..protocol import EventType, UserMessage, UserMessageData
-from .base import NOTHING, SSEDialect, encode_json, kebab, seq_bytes, sse_event, usage_dict
+from .base import NOTHING, PartsDialect, encode_json, kebab, sse_event, usage_dict
 
 __all__ = ["AISDKDialect", "UI_MESSAGE_STREAM_HEADER"]
 
@@ -78,7 +76,7 @@ class ChatRequest(msgspec.Struct):
 _request = msgspec.json.Decoder(ChatRequest)
 
 
-class AISDKDialect(SSEDialect):
+class AISDKDialect(PartsDialect):
     """One response's AI SDK UI message stream.
 
     Attributes:
@@ -160,30 +158,6 @@ class AISDKDialect(SSEDialect):
         else:
             self._reasoning_head = head
         return closing + b'data: {"type":"' + label.encode() + b'-start","id":' + part_id + b"}\n\n"
-
-    def chunk_encoder(self, message_id: str, metadata: Any = None, *, reasoning: bool = False) -> ChunkEncoder:
-        self.learn(message_id)
-        join = b"".join
-        encode_str = encode_json
-        end = _END_OF_DELTA
-
-        if reasoning:
-
-            def encode_reasoning(content: str, index: int, seq: int, stamp: Stamp) -> bytes:
-                if self._open != _REASONING:
-                    opening = self._start(_REASONING)
-                    return join((opening, b"id: ", seq_bytes(seq), self._reasoning_head, encode_str(content), end))
-                return join((b"id: ", seq_bytes(seq), self._reasoning_head, encode_str(content), end))
-
-            return encode_reasoning
-
-        def encode_text(content: str, index: int, seq: int, stamp: Stamp) -> bytes:
-            if self._open != _TEXT:
-                opening = self._start(_TEXT)
-                return join((opening, b"id: ", seq_bytes(seq), self._text_head, encode_str(content), end))
-            return join((b"id: ", seq_bytes(seq), self._text_head, encode_str(content), end))
-
-        return encode_text
 
     # --- other entries, rendered at send time ------------------------------------------------
 

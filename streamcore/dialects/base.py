@@ -200,3 +200,42 @@ def usage_dict(usage: Any) -> dict[str, Any]:
             out[name] = value
     return out
 
+
+
+#: What a parts dialect has open: nothing, a text part, a reasoning part.
+PART_NONE, PART_TEXT, PART_REASONING = 0, 1, 2
+_END_OF_DELTA = b"}\n\n"
+
+
+class PartsDialect(SSEDialect):
+    """A dialect whose deltas belong to parts opened on first use (the AI SDK's
+    ``text-start``/``reasoning-start``, AG-UI's ``TEXT_MESSAGE_START``/``REASONING_*``).
+
+    Subclasses keep ``_open`` (a ``PART_*``), ``_text_head`` and ``_reasoning_head`` (the
+    bytes before a delta's JSON-encoded text), and ``_start(part)`` returning the frames
+    that close the open part and open ``part``.
+    """
+
+    _open: int
+    _text_head: bytes
+    _reasoning_head: bytes
+
+    def _start(self, part: int) -> bytes:
+        raise NotImplementedError
+
+    def chunk_encoder(self, message_id: str, metadata: Any = None, *, reasoning: bool = False) -> Any:
+        self.learn(message_id)
+        join = b"".join
+        encode_str = encode_json
+        end = _END_OF_DELTA
+        part = PART_REASONING if reasoning else PART_TEXT
+
+        def encode(content: str, index: int, seq: int, stamp: Any) -> bytes:
+            if self._open != part:
+                opening = self._start(part)  # (re)builds the heads too
+                head = self._reasoning_head if reasoning else self._text_head
+                return join((opening, b"id: ", seq_bytes(seq), head, encode_str(content), end))
+            head = self._reasoning_head if reasoning else self._text_head
+            return join((b"id: ", seq_bytes(seq), head, encode_str(content), end))
+
+        return encode

@@ -8,6 +8,7 @@ first, then uvicorn stops. Used by ``streamcore serve`` and the tests.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,15 @@ __all__ = ["serve"]
 
 @contextlib.asynccontextmanager
 async def serve(
-    engine: Engine, host: str | None = None, port: int | None = None, *, app: Any = None, **options: Any
+    engine: Engine,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    app: Any = None,
+    sockets: list[socket.socket] | None = None,
+    start_timeout: float | None = None,
+    close_engine: bool = True,
+    **options: Any,
 ) -> AsyncIterator[tuple[str, int]]:
     """Serve ``engine`` (or ``app``) with uvicorn's ``websockets-sansio``; yield ``(host, port)``.
 
@@ -32,6 +41,10 @@ async def serve(
         host: interface (``config.server.host``).
         port: port (``config.server.port``; 0 picks a free one).
         app: the ASGI app to run (a :class:`StreamcoreASGI` of ``engine`` by default).
+        sockets: already bound sockets to serve instead of ``host``/``port`` (workers).
+        start_timeout: seconds uvicorn may take to start listening (None: no bound).
+        close_engine: close the engine on exit (not when the caller owns it with
+            ``async with engine``).
         **options: more ``uvicorn.Config`` options.
     """
     import uvicorn
@@ -63,12 +76,14 @@ async def serve(
     settings.update(options)
     server = _Server(uvicorn.Config(app or StreamcoreASGI(engine, lifespan=False), **settings))
     async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        # uvicorn exposes no start-up event; its `started` flag flips once sockets listen.
-        while not server.started:
-            if server.should_exit:
-                raise OSError(f"uvicorn could not listen on {settings['host']}:{settings['port']}")
-            await anyio.sleep(0.005)
+        tg.start_soon(lambda: server.serve(sockets=sockets))
+        with anyio.fail_after(start_timeout):
+            # uvicorn exposes no start-up event; its `started` flag flips once sockets listen.
+            while not server.started:
+                if server.should_exit:
+                    where = "the given socket" if sockets else f"{settings['host']}:{settings['port']}"
+                    raise OSError(f"uvicorn could not listen on {where}")
+                await anyio.sleep(0.005)
         sock = server.servers[0].sockets[0]
         bound_host, bound_port = sock.getsockname()[:2]
         try:
@@ -77,4 +92,5 @@ async def serve(
             with anyio.CancelScope(shield=True):
                 await engine.shutdown()
                 server.should_exit = True
-                await engine.aclose()
+                if close_engine:
+                    await engine.aclose()

@@ -269,48 +269,11 @@ async def _listen(engine: Any, sock: socket.socket) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _uvicorn(engine: Any, sock: socket.socket) -> AsyncIterator[None]:
-    """As :func:`streamcore.adapters.uvicorn.serve`, on an already bound socket."""
-    import uvicorn
+    """:func:`streamcore.adapters.uvicorn.serve` on the already bound, shared socket."""
+    from streamcore.adapters.uvicorn import serve
 
-    from streamcore.adapters.asgi import StreamcoreASGI
-
-    cfg = engine.config
-    lim = cfg.limits
-
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):  # signals belong to the worker (see _serve_worker)
-            yield
-
-    settings: dict[str, Any] = dict(
-        ws="websockets-sansio",
-        ws_max_size=2 * lim.max_message_bytes,
-        ws_ping_interval=lim.ping_interval,
-        ws_ping_timeout=lim.ping_timeout,
-        ws_per_message_deflate=cfg.server.compression,
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=cfg.server.shutdown_timeout,
-        backlog=2048,
-    )
-    server = _Server(uvicorn.Config(StreamcoreASGI(engine, lifespan=False), **settings))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: server.serve(sockets=[sock]))
-        with anyio.fail_after(START_TIMEOUT):
-            # uvicorn exposes no start-up event; its `started` flag flips once it listens.
-            while not server.started:
-                if server.should_exit:
-                    raise OSError("uvicorn could not serve the socket")
-                await anyio.sleep(0.005)
-        try:
-            yield
-        finally:
-            with anyio.CancelScope(shield=True):
-                await engine.shutdown()
-                server.should_exit = True
-
+    async with serve(engine, sockets=[sock], start_timeout=START_TIMEOUT, close_engine=False, backlog=2048):
+        yield
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m streamcore.adapters.workers [--config FILE] [--workers N] [--port P]``."""

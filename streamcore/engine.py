@@ -683,9 +683,6 @@ class Engine:
         else:
             self._tg.start_soon(run.grace, rc.grace_period)
 
-    def _run_ended(self, run: Run, failure: StreamcoreError | None) -> None:
-        """The run logged its END (it may still log objective or follow-up events)."""
-
     def _run_sealed(self, run: Run) -> None:
         self.telemetry.on_run_sealed(run)
         self.runs.pop(run.message_id, None)

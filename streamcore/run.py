@@ -458,7 +458,6 @@ class Run:
         answered_by = (completion and completion.model) or model
         for entry in machine.finish(reason, usage=usage, failure=fail, model=answered_by):
             self._emit(entry)
-        self.engine._run_ended(self, failure)
         self.engine.telemetry.on_run_end(
             self, reason, failure, usage, (completion and completion.model) or model, ttft
         )

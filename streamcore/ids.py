@@ -35,7 +35,19 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_last_stamp: Stamp = (0, b"0")
+
+
 def stamp() -> Stamp:
-    """Return the current time as a :data:`Stamp` for a batch of frames."""
+    """Return the current time as a :data:`Stamp` for a batch of frames.
+
+    The decimal bytes are made once per millisecond: frames encoded one by one within
+    the same millisecond share them.
+    """
+    global _last_stamp
     ms = time.time_ns() // 1_000_000
-    return ms, str(ms).encode()
+    last = _last_stamp
+    if last[0] == ms:
+        return last
+    _last_stamp = last = (ms, str(ms).encode())
+    return last

@@ -100,8 +100,8 @@ class Outbox:
 
     def __init__(self, limit: int, *, max_text: int = 1 << 30) -> None:
         # Each item is encoded bytes, or a run of pending chunks of one message stored as
-        # a list [stream, seq, text, text...]: a list is four times cheaper to build than
-        # an object, and this is built once per chunk when chunks are not merged.
+        # a list [stream, seq, text, text...] (a list is four times cheaper to build than
+        # an object). Streams that never merge put encoded bytes, one frame per chunk.
         self._items: deque[Union[bytes, list]] = deque()
         self.pending = 0
         self.limit = limit
@@ -137,10 +137,15 @@ class Outbox:
     def put_chunk(self, stream: ChunkStream, content: str, seq: int) -> None:
         """Queue chunk text, merging it into the last pending run of the same stream."""
         items = self._items
+        if not stream.merge:  # encoded now: see Subscription.deliver_text
+            frame = stream.encode(content, stream.index, seq, stamp())
+            stream.index += 1
+            self.put(frame)
+            return
         self.pending += len(content)
         if items:
             last = items[-1]
-            if type(last) is list and last[0] is stream and stream.merge:
+            if type(last) is list and last[0] is stream:
                 last[1] = seq
                 last.append(content)
                 return

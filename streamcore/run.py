@@ -22,6 +22,7 @@ import msgspec
 
 from .errors import ProviderError, StreamcoreError
 from .events import STOP_REASONS, Completion, Failure, Kind, Reasoning, Usage
+from .ids import stamp
 from .lifecycle import RunMachine, RunState
 from .log import get_logger
 from .objectives import parse_objective
@@ -98,16 +99,25 @@ class Subscription:
         if outbox.pending > outbox.limit:
             self._lag(seq)
             return
-        outbox.pending += len(text)
         items = outbox._items
         stream = self.text
-        if items:
-            last = items[-1]
-            if type(last) is list and last[0] is stream and stream.merge:
-                last[1] = seq
-                last.append(text)
-                return
-        items.append([stream, seq, text])
+        if not stream.merge:
+            # One frame per chunk: encode now. Pending bytes are invisible to the garbage
+            # collector, while a pending list per chunk (thousands per connection when the
+            # provider outruns the socket) makes every full collection walk them all.
+            frame = stream.encode(text, stream.index, seq, stamp())
+            stream.index += 1
+            outbox.pending += len(frame)
+            items.append(frame)
+        else:
+            outbox.pending += len(text)
+            if items:
+                last = items[-1]
+                if type(last) is list and last[0] is stream:
+                    last[1] = seq
+                    last.append(text)
+                    return
+            items.append([stream, seq, text])
         if outbox._writer_waiting:
             outbox._writer_waiting = False  # one wake-up per batch, not per chunk
             outbox._ready.set()

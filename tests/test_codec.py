@@ -142,8 +142,9 @@ def test_msgpack_garbage_is_explained():
         mp_codec.decode(b"\xc1\xc1")
 
 
+# Finite floats only: json.dumps writes inf as `Infinity`, which is not JSON (no id can be read from it).
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )

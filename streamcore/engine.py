@@ -22,6 +22,7 @@ from typing import Any, Union, cast
 import anyio
 import msgspec
 
+from ._tasks import TaskSet
 from .admission import ConnectionLimits, ConnectionRefused, client_ip, refuse
 from .auth import AuthError, JWTVerifier, Verifier, authenticate, origin_allowed
 from .broker import ALL, STOP, TOPIC, USER, WATCH, Broker, BusMessage, LocalBroker
@@ -169,6 +170,8 @@ class Engine:
         self.active: dict[str, int] = {}
         self.closing = False
         self._tg: Any = None
+        #: the runs' tasks (plain asyncio tasks, see _tasks.py), made with the task group.
+        self._run_tasks: TaskSet | None = None
         self._host: Any = None
         self._host_stop: anyio.Event | None = None
         self._runs_idle: anyio.Event | None = None
@@ -516,7 +519,8 @@ class Engine:
         self.telemetry.on_run_start(run, session)
         session.send(EventType.AI_THINKING, ThinkingData(now_ms()), request_id=request_id)
         session.follow(Subscription(session, run, message_id, request_id), run)
-        self._tg.start_soon(self._admit_and_execute, run, not slot)
+        assert self._run_tasks is not None  # made with _tg
+        self._run_tasks.start_soon(self._admit_and_execute, run, not slot)
         return run
 
     async def _admit_and_execute(self, run: Run, acquire: bool) -> None:
@@ -701,6 +705,7 @@ class Engine:
         if self._tg is None:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
+            self._run_tasks = TaskSet(self._tg)
             self._tg.start_soon(self._sweep)
             await self._start_backends()
         return self
@@ -736,6 +741,7 @@ class Engine:
     async def _hold(self, started: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            self._run_tasks = TaskSet(tg)
             tg.start_soon(self._sweep)
             started.set()
             assert self._host_stop is not None  # set by start() before this task
@@ -784,6 +790,9 @@ class Engine:
             self._runs_idle = anyio.Event()
             with anyio.move_on_after(cleanup):
                 await self._runs_idle.wait()
+        if self._run_tasks is not None:  # what is left after the runs sealed (or did not)
+            self._run_tasks.cancel()
+            await self._run_tasks.wait(cleanup)
         tg, self._tg = self._tg, None
         if self._host is not None:
             assert self._host_stop is not None  # start() sets both

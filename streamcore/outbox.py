@@ -49,40 +49,48 @@ class ChunkStream:
 class _Signal:
     """A reusable wake-up for the one writer task of a connection.
 
-    On asyncio it is one ``asyncio.Event`` cleared after each wake-up: a fresh
-    ``anyio.Event`` per wait costs several microseconds, paid once per chunk when the
-    provider yields to the event loop between chunks. Other backends get anyio's.
+    On asyncio the writer awaits a bare future made for each wait: a fresh ``anyio.Event``
+    per wait costs several microseconds, paid once per chunk when the provider yields to
+    the event loop between chunks, and an ``asyncio.Event`` keeps a deque (600 bytes) per
+    connection for its one waiter. Other backends get anyio's event.
     """
 
-    __slots__ = ("_event", "_asyncio")
+    __slots__ = ("_loop", "_waiter")
 
     def __init__(self) -> None:
+        self._loop: Any = None
         try:
             import sniffio
 
-            self._asyncio = sniffio.current_async_library() == "asyncio"
-        except Exception:  # created outside an event loop
-            self._asyncio = False
-        self._event: Any = None
-        if self._asyncio:
-            import asyncio
+            if sniffio.current_async_library() == "asyncio":
+                import asyncio
 
-            self._event = asyncio.Event()
+                self._loop = asyncio.get_running_loop()
+        except Exception:  # created outside an event loop: anyio's event, made per wait
+            pass
+        self._waiter: Any = None
 
     def set(self) -> None:
-        if self._event is not None:
-            self._event.set()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if self._loop is not None:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiter.set()
 
     async def wait(self) -> None:
-        if self._asyncio:
-            await self._event.wait()
-            self._event.clear()
-            return
-        self._event = anyio.Event()
+        waiter: Any
+        if self._loop is not None:
+            waiter = self._waiter = self._loop.create_future()
+        else:
+            waiter = self._waiter = anyio.Event()
+            waiter = waiter.wait()
         try:
-            await self._event.wait()
+            await waiter
         finally:
-            self._event = None
+            self._waiter = None
 
 
 class Outbox:

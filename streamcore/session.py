@@ -10,6 +10,7 @@ their grace period.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Iterable
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from ._tasks import running_loop
 from .errors import ConnectionClosed, ProtocolError, StreamcoreError
-from .log import get_logger
+from .log import StdlibBoundLogger, get_logger
 from .outbox import Outbox, max_chunk_text
 from .protocol import ErrorCode, ErrorData, EventType
 from .transport import CloseReason
@@ -78,7 +80,9 @@ class Session:
         self.requests: dict[str, str] = {}
         self.closed = False
         self._tg: anyio.abc.TaskGroup | None = None
-        self._writer_scope = anyio.CancelScope()
+        # The writer: a plain task on asyncio (see _tasks.py), else a task of _tg.
+        self._writer_task: Any = None
+        self._writer_scope: anyio.CancelScope | None = None
         self._last_frame = time.monotonic()
         # The sweeper's view of this connection (see check()).
         self._last_sent = 0
@@ -88,7 +92,15 @@ class Session:
         self._handlers_running = 0
         self._rejected = 0
         self._bucket: RateBucket = engine.rate_bucket(self)
-        self.log = _log.bind(session_id=self.id, user_id=self.user_id, client=info.client)
+        self._bound_log: StdlibBoundLogger | None = None
+
+    @property
+    def log(self) -> StdlibBoundLogger:
+        """This connection's logger, bound to its ids on first use (most never log)."""
+        log = self._bound_log
+        if log is None:
+            log = self._bound_log = _log.bind(session_id=self.id, user_id=self.user_id, client=self.info.client)
+        return log
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -99,33 +111,41 @@ class Session:
             commands: decoded commands to handle first (an SSE request's own command).
         """
         t0 = time.perf_counter()
-        self.log.info("connection.open", path=self.info.path, subprotocol=self.info.subprotocol)
+        if _log.isEnabledFor(logging.INFO):
+            self.log.info("connection.open", path=self.info.path, subprotocol=self.info.subprotocol)
         self.engine.telemetry.on_connection_open(self)
         close_code: int | None = None
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._write_loop)
-                for command in commands:
-                    self.dispatch(command)
+                loop = running_loop()
+                if loop is not None:
+                    self._writer_task = loop.create_task(self._write_loop())
+                else:
+                    tg.start_soon(self._write_loop_scoped)
                 try:
+                    for command in commands:
+                        self.dispatch(command)
                     await self._read_loop()
                 except ConnectionClosed as exc:
                     close_code = exc.code
                 finally:
                     self.closed = True
+                    self._cancel_writer()
                     tg.cancel_scope.cancel()
         finally:
             self.closed = True
+            self._cancel_writer()  # however run() ends, the writer ends with it
             self._detach_all()
             self.engine.telemetry.on_connection_close(self, close_code)
-            self.log.info(
-                "connection.close",
-                code=close_code,
-                frames_in=self._frames_in,
-                frames_out=self.outbox.sent,
-                duration_ms=round((time.perf_counter() - t0) * 1000, 1),
-            )
+            if _log.isEnabledFor(logging.INFO):
+                self.log.info(
+                    "connection.close",
+                    code=close_code,
+                    frames_in=self._frames_in,
+                    frames_out=self.outbox.sent,
+                    duration_ms=round((time.perf_counter() - t0) * 1000, 1),
+                )
 
     def _detach_all(self) -> None:
         for sub in list(self.subscriptions.values()):
@@ -228,24 +248,37 @@ class Session:
         finally:
             self._handlers_running -= 1
 
+    async def _write_loop_scoped(self) -> None:
+        with anyio.CancelScope() as self._writer_scope:
+            await self._write_loop()
+
+    def _cancel_writer(self) -> None:
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+        elif self._writer_scope is not None:
+            self._writer_scope.cancel()
+
     async def _write_loop(self) -> None:
         outbox = self.outbox
         send = self.conn.send
         try:
-            with anyio.CancelScope() as self._writer_scope:
-                while True:
-                    await outbox.wait_ready()
-                    frames = outbox.take()
-                    outbox.sending = True
-                    for frame in frames:
-                        await send(frame)
-                        outbox.sent_bytes += len(frame)
-                    outbox.sent += len(frames)
-                    outbox.sending = False
+            while True:
+                await outbox.wait_ready()
+                frames = outbox.take()
+                outbox.sending = True
+                for frame in frames:
+                    await send(frame)
+                    outbox.sent_bytes += len(frame)
+                outbox.sent += len(frames)
+                outbox.sending = False
         except ConnectionClosed:
-            self.closed = True
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
+            pass
+        except Exception:  # a transport bug: close this connection, nothing else
+            self.log.exception("send.failed")
+        # The connection cannot be written to any more: stop reading it too.
+        self.closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     def check(self, now: float) -> None:
         """Close an idle connection, or a client that stopped reading (the engine's sweeper
@@ -278,7 +311,7 @@ class Session:
         # The writer is blocked in a send that will never finish and may hold the
         # transport's send lock: cancel it, then close with a bound (the close frame itself
         # may not fit in a full buffer).
-        self._writer_scope.cancel()
+        self._cancel_writer()
         with anyio.move_on_after(1.0):
             await self.close(CloseReason.POLICY, "client too slow to read")
         assert self._tg is not None  # started in run()'s task group

@@ -15,7 +15,6 @@ paused by a slow reader, and no other reader of the same run waits for it.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -110,7 +109,9 @@ class Outbox:
         # Each item is encoded bytes, or a run of pending chunks of one message stored as
         # a list [stream, seq, text, text...] (a list is four times cheaper to build than
         # an object). Streams that never merge put encoded bytes, one frame per chunk.
-        self._items: deque[Union[bytes, list]] = deque()
+        # A list, not a deque: it is only appended to and emptied whole, and a deque keeps
+        # a 600-byte block per connection even when empty.
+        self._items: list[Union[bytes, list]] = []
         self.pending = 0
         self.limit = limit
         #: characters one chunk frame may carry (see max_chunk_text): longer merged runs

@@ -212,6 +212,12 @@ class Run:
         sealed: nothing more will be appended.
     """
 
+    __slots__ = (
+        "engine", "message_id", "owner", "request", "request_id", "purpose", "conversation", "machine",
+        "writer", "entries", "sealed", "subscribers", "stop_reason", "scope", "t0", "_done", "_grace", "_telemetry",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         engine: Engine,

@@ -520,7 +520,10 @@ class Engine:
         session.send(EventType.AI_THINKING, ThinkingData(now_ms()), request_id=request_id)
         session.follow(Subscription(session, run, message_id, request_id), run)
         assert self._run_tasks is not None  # made with _tg
-        self._run_tasks.start_soon(self._admit_and_execute, run, not slot)
+        if slot:  # admitted here: nothing to wait for before running
+            self._run_tasks.start_soon(run.execute)
+        else:
+            self._run_tasks.start_soon(self._admit_and_execute, run, True)
         return run
 
     async def _admit_and_execute(self, run: Run, acquire: bool) -> None:

@@ -41,7 +41,7 @@ class Reasoning(str):
     __slots__ = ()
 
 
-class Usage(msgspec.Struct, omit_defaults=True, frozen=True):
+class Usage(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     """Token counts of one generation, when the provider reports them."""
 
     prompt_tokens: Union[int, None] = None
@@ -65,6 +65,11 @@ class Completion(msgspec.Struct):
     model: Union[str, None] = None
 
 
+# Usage, Started, Ended and Failure hold only strings, numbers and Usage, so they can never be
+# part of a reference cycle: ``gc=False`` keeps the run log's entries (retained for resume)
+# out of the garbage collector's walks.
+
+
 class Kind:
     """The kind of a run-log entry. Integers: compared once per entry on the hot path."""
 
@@ -76,14 +81,14 @@ class Kind:
     APP = 6  #: payload :class:`AppEvent` (objective generated, follow-up questions...)
 
 
-class Started(msgspec.Struct, frozen=True):
+class Started(msgspec.Struct, frozen=True, gc=False):
     """The run's first entry: its message id and the model answering."""
 
     message_id: str
     model: Union[str, None] = None
 
 
-class Ended(msgspec.Struct, frozen=True):
+class Ended(msgspec.Struct, frozen=True, gc=False):
     """The run's end: exactly one per run."""
 
     message_id: str
@@ -96,7 +101,7 @@ class Ended(msgspec.Struct, frozen=True):
         return self.stop_reason == "complete"
 
 
-class Failure(msgspec.Struct, frozen=True):
+class Failure(msgspec.Struct, frozen=True, gc=False):
     """Why a run failed, in the protocol's error vocabulary."""
 
     code: str

@@ -15,10 +15,12 @@ paused by a slow reader, and no other reader of the same run waits for it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Union
 
 import anyio
+import sniffio
 
 from .ids import Stamp, stamp
 
@@ -43,53 +45,6 @@ class ChunkStream:
         self.encode = encode
         self.index = 0
         self.merge = merge
-
-
-class _Signal:
-    """A reusable wake-up for the one writer task of a connection.
-
-    On asyncio the writer awaits a bare future made for each wait: a fresh ``anyio.Event``
-    per wait costs several microseconds, paid once per chunk when the provider yields to
-    the event loop between chunks, and an ``asyncio.Event`` keeps a deque (600 bytes) per
-    connection for its one waiter. Other backends get anyio's event.
-    """
-
-    __slots__ = ("_loop", "_waiter")
-
-    def __init__(self) -> None:
-        self._loop: Any = None
-        try:
-            import sniffio
-
-            if sniffio.current_async_library() == "asyncio":
-                import asyncio
-
-                self._loop = asyncio.get_running_loop()
-        except Exception:  # created outside an event loop: anyio's event, made per wait
-            pass
-        self._waiter: Any = None
-
-    def set(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if self._loop is not None:
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                waiter.set()
-
-    async def wait(self) -> None:
-        waiter: Any
-        if self._loop is not None:
-            waiter = self._waiter = self._loop.create_future()
-        else:
-            waiter = self._waiter = anyio.Event()
-            waiter = waiter.wait()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
 
 
 class Outbox:
@@ -124,8 +79,17 @@ class Outbox:
         self.merged = 0
         #: subscriptions that stopped putting because the buffer was full.
         self.lagging: list[Any] = []
-        self._ready = _Signal()
-        self._writer_waiting = False
+        # The writer's wake-up while it waits (None otherwise): on asyncio a bare future
+        # made per wait. A fresh anyio.Event per wait costs several microseconds, paid per
+        # chunk when the provider yields between chunks, and an asyncio.Event keeps a
+        # 600-byte deque per connection for its one waiter. Other backends: anyio's Event.
+        self._waiter: Any = None
+        self._loop: Any = None
+        try:
+            if sniffio.current_async_library() == "asyncio":
+                self._loop = asyncio.get_running_loop()
+        except Exception:  # made outside an event loop (tests): anyio's Event then
+            pass
         self._idle: anyio.Event | None = None
 
     def __len__(self) -> int:
@@ -139,9 +103,8 @@ class Outbox:
         """Queue an encoded frame."""
         self._items.append(frame)
         self.pending += len(frame)
-        if self._writer_waiting:
-            self._writer_waiting = False  # one wake-up per batch, not per frame
-            self._ready.set()
+        if self._waiter is not None:  # one wake-up per batch, not per frame
+            self.wake()
 
     def put_chunk(self, stream: ChunkStream, content: str, seq: int) -> None:
         """Queue chunk text, merging it into the last pending run of the same stream."""
@@ -159,9 +122,8 @@ class Outbox:
                 last.append(content)
                 return
         items.append([stream, seq, content])
-        if self._writer_waiting:
-            self._writer_waiting = False
-            self._ready.set()
+        if self._waiter is not None:  # one wake-up per batch, not per frame
+            self.wake()
 
     def take(self) -> list[bytes]:
         """Take every pending frame, encoding chunk runs now (one clock read for all)."""
@@ -227,11 +189,26 @@ class Outbox:
         if self._idle is not None:
             self._idle.set()
             self._idle = None
-        self._writer_waiting = True
-        try:
-            await self._ready.wait()
-        finally:
-            self._writer_waiting = False
+        if self._loop is not None:
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        else:
+            event = self._waiter = anyio.Event()
+            try:
+                await event.wait()
+            finally:
+                self._waiter = None
+
+    def wake(self) -> None:
+        """Wake the waiting writer (call only while ``_waiter`` is set)."""
+        waiter, self._waiter = self._waiter, None
+        if self._loop is None:
+            waiter.set()
+        elif not waiter.done():
+            waiter.set_result(None)
 
     async def wait_flushed(self) -> None:
         """Wait until every queued frame has been handed to the socket."""

@@ -118,9 +118,8 @@ class Subscription:
                     last.append(text)
                     return
             items.append([stream, seq, text])
-        if outbox._writer_waiting:
-            outbox._writer_waiting = False  # one wake-up per batch, not per chunk
-            outbox._ready.set()
+        if outbox._waiter is not None:  # one wake-up per batch, not per chunk
+            outbox.wake()
 
     def deliver(self, entry: tuple) -> None:
         """Put any entry in the outbox, or fall behind when the outbox is full.

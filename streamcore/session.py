@@ -136,6 +136,10 @@ class Session:
         finally:
             self.closed = True
             self._cancel_writer()  # however run() ends, the writer ends with it
+            # Drop the references from this session to its tasks: their tracebacks refer
+            # back to this session, and a cycle waits for a full garbage collection (which
+            # walks every live object of the server).
+            self._writer_task = self._writer_scope = self._tg = None
             self._detach_all()
             self.engine.telemetry.on_connection_close(self, close_code)
             if _log.isEnabledFor(logging.INFO):

@@ -21,12 +21,12 @@ from urllib.parse import parse_qsl
 
 from streamcore.errors import ConnectionClosed
 from streamcore.http import StaticRoutes
-from streamcore.transport import ConnectionInfo
+from streamcore.transport import ConnectionInfo, FinishSend, start_send
 
 if TYPE_CHECKING:
     from streamcore.engine import Engine
 
-__all__ = ["ASGIConnection", "StreamcoreASGI", "accept_and_serve", "connection_info"]
+__all__ = ["ASGIConnection", "StreamcoreASGI", "accept_and_serve", "connection_info", "eager_safe"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,13 +39,23 @@ _DEFAULT = object()
 class ASGIConnection:
     """:class:`~streamcore.transport.Connection` over an accepted ASGI WebSocket."""
 
+    __slots__ = ("_receive", "_send", "_binary", "_closed", "_closed_errors", "send_now")
+
     def __init__(
-        self, receive: Receive, send: Send, *, binary: bool, closed_errors: tuple[type, ...] = ()
+        self,
+        receive: Receive,
+        send: Send,
+        *,
+        binary: bool,
+        closed_errors: tuple[type, ...] = (),
+        eager: bool = False,
     ) -> None:
         self._receive = receive
         self._send = send
         self._binary = binary
         self._closed = False
+        #: ``send_now(frame)`` (see streamcore.transport) when ``eager``, else None.
+        self.send_now: Callable[[bytes], FinishSend | None] | None = self._send_now if eager else None
         # uvicorn raises ClientDisconnected (an OSError), other servers a RuntimeError, and
         # Starlette its WebSocketDisconnect, once the socket is gone: all mean "peer left".
         self._closed_errors = (OSError, RuntimeError, *closed_errors)
@@ -73,6 +83,9 @@ class ASGIConnection:
             self._closed = True
             raise ConnectionClosed(1006) from exc
 
+    def _send_now(self, frame: bytes) -> FinishSend | None:
+        return start_send(self.send(frame))
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._closed:
             return
@@ -97,11 +110,20 @@ def connection_info(scope: Scope, subprotocol: str | None) -> ConnectionInfo:
 
 
 async def accept_and_serve(
-    engine: Engine, scope: Scope, receive: Receive, send: Send, closed_errors: tuple[type, ...] = ()
+    engine: Engine,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    closed_errors: tuple[type, ...] = (),
+    server_receive: Receive | None = None,
 ) -> None:
     """Check the Origin, accept with the negotiated subprotocol, and run the engine.
 
     Call it once the ``websocket.connect`` message has been received.
+
+    Args:
+        server_receive: the server's own ``receive`` callable when ``receive`` wraps it
+            (tells which server runs the app; see :func:`eager_safe`).
     """
     info = connection_info(scope, None)
     if not engine.origin_allowed(info.headers.get("origin")):
@@ -114,8 +136,23 @@ async def accept_and_serve(
     if subprotocol:
         accept["subprotocol"] = subprotocol
     await send(accept)
-    conn = ASGIConnection(receive, send, binary=subprotocol is not None, closed_errors=closed_errors)
+    conn = ASGIConnection(
+        receive, send, binary=subprotocol is not None, closed_errors=closed_errors,
+        eager=engine.config.server.eager_send and eager_safe(server_receive or receive),
+    )
     await engine.serve(conn, info)
+
+
+def eager_safe(receive: Receive) -> bool:
+    """Whether this server's ``send`` may be started in one task and finished in another.
+
+    uvicorn's sends wait only on plain futures (its flow-control event), never on a
+    timeout or a cancel scope bound to a task, so a run may start a send and the writer
+    finish it. Known by the ``receive`` callable, which frameworks pass on unwrapped
+    (Starlette wraps ``send`` but not ``receive``); other servers get the writer task.
+    """
+    module = getattr(receive, "__module__", None) or ""
+    return module.startswith("uvicorn.protocols.websockets.")
 
 
 class StreamcoreASGI:

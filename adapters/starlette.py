@@ -41,7 +41,9 @@ def websocket_endpoint(engine: Engine) -> Callable[[WebSocket], Awaitable[None]]
         if message["type"] != "websocket.connect":
             return
         await accept_and_serve(
-            engine, websocket.scope, websocket.receive, websocket.send, (WebSocketDisconnect,)
+            engine, websocket.scope, websocket.receive, websocket.send, (WebSocketDisconnect,),
+            # Starlette keeps the server's receive as is: it tells which server this is.
+            server_receive=getattr(websocket, "_receive", None),
         )
 
     # FastAPI injects by annotation; under `from __future__ import annotations` it would

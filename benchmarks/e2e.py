@@ -114,11 +114,16 @@ def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int) -> 
     """Per-chunk latency (production to client) and time to first chunk, paced streams."""
     samples: list[int] = []
     ttft: list[int] = []
+    gaps: list[int] = []
+    cpu: list[float] = []
     with Server(adapter=adapter, impl=impl, chunks=chunks, size=32, rate=rate, stamp=True, coalesce=1) as server:
-        result = asyncio.run(loadgen.run(server.port, streams, messages=1, latency=samples, ttft=ttft))
+        result = asyncio.run(loadgen.run(server.port, streams, messages=1, latency=samples, ttft=ttft, gaps=gaps,
+                                         on_start=lambda: cpu.append(server.cpu_s()),
+                                         on_end=lambda: cpu.append(server.cpu_s())))
         rss = server.rss_kib()
     samples.sort()
     ttft.sort()
+    gaps.sort()
 
     def pct(values: list[int], p: float) -> float:
         return values[min(len(values) - 1, int(len(values) * p))] / 1e6 if values else float("nan")
@@ -129,8 +134,11 @@ def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int) -> 
         "chunk_p99_ms": pct(samples, 0.99),
         "ttft_p50_ms": pct(ttft, 0.50),
         "ttft_p99_ms": pct(ttft, 0.99),
+        "gap_p50_ms": pct(gaps, 0.50),
+        "gap_p99_ms": pct(gaps, 0.99),
         "samples": len(samples),
         "elapsed_s": result["elapsed"],
+        "server_core_busy": (cpu[1] - cpu[0]) / result["elapsed"],
         "server_rss_mib": rss / 1024,
     }
 

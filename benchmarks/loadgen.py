@@ -31,7 +31,7 @@ def _masked_text(payload: bytes) -> bytes:
 class Client(asyncio.Protocol):
     """One connection: send a request, count frames until AI_MESSAGE_END."""
 
-    def __init__(self, latency: list[int] | None, deflate: bool = False) -> None:
+    def __init__(self, latency: list[int] | None, deflate: bool = False, gaps: list[int] | None = None) -> None:
         self.deflate = deflate
         self.inflater = zlib.decompressobj(wbits=-15) if deflate else None
         self.wire_bytes = 0
@@ -42,6 +42,9 @@ class Client(asyncio.Protocol):
         self.frames = 0
         self.first_frame_at: int | None = None
         self.latency = latency
+        #: arrival time between consecutive chunk frames of a stream (pacing kept or not).
+        self.gaps = gaps
+        self.last_chunk_at: int | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport):
@@ -58,6 +61,7 @@ class Client(asyncio.Protocol):
     def request(self) -> asyncio.Future:
         self.done = asyncio.get_running_loop().create_future()
         self.first_frame_at = None
+        self.last_chunk_at = None
         self.transport.write(_masked_text(REQUEST))
         return self.done
 
@@ -112,7 +116,12 @@ class Client(asyncio.Protocol):
                 elif latency is not None:
                     at = buf.find(b'"content":"', start, end)
                     if at != -1:
-                        latency.append(time.time_ns() - int(buf[at + 11 : at + 30]))
+                        now = time.time_ns()
+                        latency.append(now - int(buf[at + 11 : at + 30]))
+                        if self.gaps is not None:
+                            if self.last_chunk_at is not None:
+                                self.gaps.append(now - self.last_chunk_at)
+                            self.last_chunk_at = now
             elif opcode == 9:  # ping: answer with a masked pong
                 payload = bytes(buf[start:end])
                 mask = os.urandom(4)
@@ -131,15 +140,16 @@ class Client(asyncio.Protocol):
                 fut.set_exception(ConnectionError("connection lost"))
 
 
-async def connect(port: int, latency: list[int] | None = None, deflate: bool = False) -> Client:
+async def connect(port: int, latency: list[int] | None = None, deflate: bool = False,
+                  gaps: list[int] | None = None) -> Client:
     loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(lambda: Client(latency, deflate), "127.0.0.1", port)
+    _, client = await loop.create_connection(lambda: Client(latency, deflate, gaps), "127.0.0.1", port)
     await asyncio.wait_for(client.open, 30)
     return client
 
 
 async def run(port: int, connections: int, messages: int = 1, latency: list[int] | None = None,
-              ttft: list[int] | None = None, deflate: bool = False,
+              ttft: list[int] | None = None, deflate: bool = False, gaps: list[int] | None = None,
               on_start: Callable[[], Any] | None = None, on_end: Callable[[], Any] | None = None) -> dict:
     """Open ``connections``, then each asks ``messages`` replies in turn; returns timings.
 
@@ -148,7 +158,8 @@ async def run(port: int, connections: int, messages: int = 1, latency: list[int]
     """
     clients = []
     for i in range(0, connections, 100):  # connect in waves so the backlog never overflows
-        clients += await asyncio.gather(*(connect(port, latency, deflate) for _ in range(min(100, connections - i))))
+        clients += await asyncio.gather(*(connect(port, latency, deflate, gaps)
+                                          for _ in range(min(100, connections - i))))
 
     async def one(client: Client) -> None:
         for _ in range(messages):

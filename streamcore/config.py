@@ -58,6 +58,9 @@ class ServerConfig(_Section):
     compression: bool = False
     #: seconds open generations get to end before the process exits on SIGINT/SIGTERM.
     shutdown_timeout: float = 5.0
+    #: send a chunk from the run's own task while the connection's writer task is idle,
+    #: saving a task switch per chunk, on ASGI servers known to allow it (uvicorn).
+    eager_send: bool = True
 
 
 class ProviderConfig(_Section):

@@ -22,9 +22,13 @@ from typing import Any, Union
 import anyio
 import sniffio
 
+from .errors import ConnectionClosed
 from .ids import Stamp, stamp
+from .log import get_logger
 
 __all__ = ["Outbox", "ChunkStream", "max_chunk_text"]
+
+_log = get_logger("streamcore")
 
 
 def max_chunk_text(max_frame_bytes: int) -> int:
@@ -84,6 +88,12 @@ class Outbox:
         # chunk when the provider yields between chunks, and an asyncio.Event keeps a
         # 600-byte deque per connection for its one waiter. Other backends: anyio's Event.
         self._waiter: Any = None
+        #: ``conn.send_now`` when the transport offers it (see streamcore.transport).
+        self.send_now: Callable[[bytes], Any] | None = None
+        #: the rest of a send a run started and could not finish, for the writer.
+        self.inflight: Any = None
+        #: a send from a run failed: the writer ends the connection.
+        self.broken = False
         self._loop: Any = None
         try:
             if sniffio.current_async_library() == "asyncio":
@@ -202,6 +212,28 @@ class Outbox:
             finally:
                 self._waiter = None
 
+    def send_eager(self, frame: bytes) -> None:
+        """Send ``frame`` from the calling task (a run's) while the writer is idle.
+
+        Call only when ``_waiter`` is set (the writer waits and nothing is pending) and
+        ``send_now`` is not None. A send that must wait is finished by the writer, before
+        anything queued after it; a send that fails wakes the writer to end the
+        connection. Either way the run goes on at once.
+        """
+        try:
+            rest = self.send_now(frame)  # type: ignore[misc]  # checked by the caller
+        except Exception as exc:
+            if not isinstance(exc, ConnectionClosed):
+                _log.exception("send.failed")
+            self.broken = True
+            self.wake()
+            return
+        self.sent += 1
+        self.sent_bytes += len(frame)
+        if rest is not None:
+            self.inflight = rest
+            self.wake()
+
     def wake(self) -> None:
         """Wake the waiting writer (call only while ``_waiter`` is set)."""
         waiter, self._waiter = self._waiter, None
@@ -212,7 +244,7 @@ class Outbox:
 
     async def wait_flushed(self) -> None:
         """Wait until every queued frame has been handed to the socket."""
-        while self._items or self.sending or self.lagging:
+        while self._items or self.sending or self.lagging or self.inflight is not None:
             if self._idle is None:
                 self._idle = anyio.Event()
             await self._idle.wait()

@@ -74,6 +74,7 @@ class Session:
         #: the largest frame this connection is sent (``[limits] max_frame_bytes``).
         self.max_frame_bytes = self.limits.max_frame_bytes or self.limits.max_message_bytes
         self.outbox = Outbox(self.limits.send_buffer_bytes, max_text=max_chunk_text(self.max_frame_bytes))
+        self.outbox.send_now = getattr(conn, "send_now", None)
         #: the runs this connection reads, by message id.
         self.subscriptions: dict[str, Subscription] = {}
         #: client frame id -> message id of the runs this connection started.
@@ -268,6 +269,13 @@ class Session:
         try:
             while True:
                 await outbox.wait_ready()
+                if outbox.inflight is not None:  # a send a run started: it goes first
+                    rest, outbox.inflight = outbox.inflight, None
+                    outbox.sending = True
+                    await rest
+                    outbox.sending = False
+                if outbox.broken:
+                    break
                 frames = outbox.take()
                 outbox.sending = True
                 for frame in frames:

@@ -11,17 +11,21 @@ their framework and translate the framework's "peer went away" exceptions into
 
 The engine closes with a :class:`CloseReason`; WebSocket drivers send its value as the
 close code, an SSE driver ends its response.
+
+A connection may also offer ``send_now(frame)``: start the send in the calling task and
+return None once done, or a :class:`FinishSend` for the writer task to await. The engine
+uses it to send a chunk straight from the run's task while the writer is idle.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any, Protocol, Union
 
 import msgspec
 
-__all__ = ["CloseReason", "SendStream", "Connection", "ConnectionInfo"]
+__all__ = ["FinishSend", "start_send", "CloseReason", "SendStream", "Connection", "ConnectionInfo"]
 
 
 class CloseReason(enum.IntEnum):
@@ -90,3 +94,54 @@ class ConnectionInfo(msgspec.Struct, kw_only=True):
     subprotocol: Union[str, None] = None
     user_id: Union[str, None] = None
     claims: Union[dict[str, Any], None] = None
+
+
+class FinishSend:
+    """The rest of a send coroutine that began in another task and had to wait.
+
+    :func:`start_send` runs a transport's ``send`` coroutine in the calling task (a run's)
+    until it completes or first waits; in the second case the connection's writer task
+    awaits this object, which carries on the same coroutine from where it stopped, the way
+    a task would (the future it waits on is yielded to the writer's task). Only for sends
+    that await nothing bound to the task that started them (asyncio timeouts, cancel
+    scopes): transports say so with ``eager = True``.
+    """
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self._coro, self._first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancelled while waiting: into the send
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+def start_send(coro: Any) -> FinishSend | None:
+    """Run a send coroutine until it completes (None) or waits (what finishes it).
+
+    Raises:
+        whatever the send raises before it first waits (``ConnectionClosed``...).
+    """
+    try:
+        first = coro.send(None)
+    except StopIteration:
+        return None
+    return FinishSend(coro, first)
+

@@ -94,6 +94,8 @@ class Outbox:
         self.inflight: Any = None
         #: a send from a run failed: the writer ends the connection.
         self.broken = False
+        #: sends a run started that had to wait and were finished by the writer.
+        self.handed_over = 0
         self._loop: Any = None
         try:
             if sniffio.current_async_library() == "asyncio":
@@ -232,6 +234,7 @@ class Outbox:
         self.sent_bytes += len(frame)
         if rest is not None:
             self.inflight = rest
+            self.handed_over += 1
             self.wake()
 
     def wake(self) -> None:

@@ -105,6 +105,9 @@ class RunMachine:
 
     @property
     def text(self) -> str:
+        """The answer so far (once ended, the END's content: joined once)."""
+        if self.ended is not None:
+            return self.ended.content or ""
         return "".join(self.parts)
 
     def start(self, model: str | None = None) -> Entry:

@@ -72,6 +72,8 @@ class Outbox:
         # a 600-byte block per connection even when empty.
         self._items: list[Union[bytes, list]] = []
         self.pending = 0
+        #: a chunk run (a list) is pending: take() must encode; else it hands the list over.
+        self._runs = False
         self.limit = limit
         #: characters one chunk frame may carry (see max_chunk_text): longer merged runs
         #: leave as several frames, split between pieces.
@@ -134,6 +136,7 @@ class Outbox:
                 last.append(content)
                 return
         items.append([stream, seq, content])
+        self._runs = True
         if self._waiter is not None:  # one wake-up per batch, not per frame
             self.wake()
 
@@ -142,6 +145,11 @@ class Outbox:
         items = self._items
         if not items:
             return []
+        if not self._runs:  # encoded frames only (one frame per chunk): no copy
+            self._items = []
+            self.pending = 0
+            return items  # type: ignore[return-value]  # bytes only, see _runs
+        self._runs = False
         now = None
         frames: list[bytes] = []
         append = frames.append

@@ -124,6 +124,7 @@ class Subscription:
                     last.append(text)
                     return
             items.append([stream, seq, text])
+            outbox._runs = True
         if outbox._waiter is not None:  # one wake-up per batch, not per chunk
             outbox.wake()
 

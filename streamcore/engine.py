@@ -288,46 +288,53 @@ class Engine:
         except ConnectionRefused as exc:
             await refuse(conn, codec, exc, client=info.client, timeout=self.config.runs.cleanup_timeout)
             return
+        # One coroutine frame for the whole connection (each is kept while it is open).
         try:
-            await self._serve_admitted(conn, info, codec, lease, commands)
+            if self.verifier is not None:
+                authenticated = await self._authenticate(conn, info, codec, lease)
+                if authenticated is None:
+                    return
+                info = authenticated
+            session = Session(self, conn, info, codec)
+            self.sessions.add(session)
+            try:
+                await session.run(commands)
+            finally:
+                self.sessions.discard(session)
+                self._release_bucket(session)
+                self._leave_topics(session)
+                if session.user_id is None:
+                    # What belongs to an anonymous connection dies with it (its runs excepted:
+                    # they are resumable by id until they end and expire).
+                    with anyio.move_on_after(self.config.runs.cleanup_timeout, shield=True):
+                        await self.objectives.drop_owner(session.owner)
+                        await self.conversations.drop_owner(session.owner)
         finally:
             lease.release()
 
-    async def _serve_admitted(
-        self, conn: Connection, info: ConnectionInfo, codec: Any, lease: Any, commands: Iterable[Any]
-    ) -> None:
-        if self.verifier is not None:
-            try:
-                info = await authenticate(self.verifier, info)
-            except AuthError as exc:
-                _log.info("connection.auth_failed", client=info.client, reason=exc.message)
-                self.telemetry.on_rejected("auth")
-                self.telemetry.on_error(exc.code)
-                try:
-                    await conn.send(codec.encode(EventType.ERROR, ErrorData(exc.code, exc.message, False)))
-                    await conn.close(1008, "authentication failed")
-                except ConnectionClosed:
-                    pass
-                return
-            try:
-                lease.bind_user(info.user_id)
-            except ConnectionRefused as exc:
-                await refuse(conn, codec, exc, client=info.client, timeout=self.config.runs.cleanup_timeout)
-                return
-        session = Session(self, conn, info, codec)
-        self.sessions.add(session)
+    async def _authenticate(
+        self, conn: Connection, info: ConnectionInfo, codec: Any, lease: Any
+    ) -> ConnectionInfo | None:
+        """The connection's identity, or None once a refusal was sent (ERROR, close 1008)."""
+        assert self.verifier is not None  # called only when authentication is on
         try:
-            await session.run(commands)
-        finally:
-            self.sessions.discard(session)
-            self._release_bucket(session)
-            self._leave_topics(session)
-            if session.user_id is None:
-                # What belongs to an anonymous connection dies with it (its runs excepted:
-                # they are resumable by id until they end and expire).
-                with anyio.move_on_after(self.config.runs.cleanup_timeout, shield=True):
-                    await self.objectives.drop_owner(session.owner)
-                    await self.conversations.drop_owner(session.owner)
+            info = await authenticate(self.verifier, info)
+        except AuthError as exc:
+            _log.info("connection.auth_failed", client=info.client, reason=exc.message)
+            self.telemetry.on_rejected("auth")
+            self.telemetry.on_error(exc.code)
+            try:
+                await conn.send(codec.encode(EventType.ERROR, ErrorData(exc.code, exc.message, False)))
+                await conn.close(1008, "authentication failed")
+            except ConnectionClosed:
+                pass
+            return None
+        try:
+            lease.bind_user(info.user_id)
+        except ConnectionRefused as exc:
+            await refuse(conn, codec, exc, client=info.client, timeout=self.config.runs.cleanup_timeout)
+            return None
+        return info
 
     # --- delivery: everyone, one user, a topic (any process, through the broker) ---------
 
@@ -586,8 +593,8 @@ class Engine:
         source = _PulledSource()
         sub = Subscription(session, source, message_id, request_id, last_seq)
         session.follow(sub)
-        if session._tg is not None and not sub.closed:
-            session._tg.start_soon(self._pull, sub, source, message_id)
+        if session._tasks is not None and not sub.closed:
+            session._tasks.start_soon(self._pull, sub, source, message_id)
 
     async def _pull(self, sub: Subscription, source: _PulledSource, message_id: str) -> None:
         """Read a run that is not live here from the log into ``sub``, until it is sealed.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from ._tasks import running_loop
+from ._tasks import TaskSet, running_loop
 from .errors import ConnectionClosed, ProtocolError, StreamcoreError
 from .log import StdlibBoundLogger, get_logger
 from .outbox import Outbox, max_chunk_text
@@ -80,8 +80,12 @@ class Session:
         #: client frame id -> message id of the runs this connection started.
         self.requests: dict[str, str] = {}
         self.closed = False
-        self._tg: anyio.abc.TaskGroup | None = None
-        # The writer: a plain task on asyncio (see _tasks.py), else a task of _tg.
+        # While run() serves: the reader's cancel scope (cancelled to stop serving) and the
+        # connection's background tasks (handlers, closes, resume polling), plain asyncio
+        # tasks (see _tasks.py) or, on other backends, tasks of a task group.
+        self._scope: anyio.CancelScope | None = None
+        self._tasks: TaskSet | None = None
+        # The writer: a plain task on asyncio, else a task of the task group.
         self._writer_task: Any = None
         self._writer_scope: anyio.CancelScope | None = None
         self._last_frame = time.monotonic()
@@ -117,30 +121,18 @@ class Session:
         self.engine.telemetry.on_connection_open(self)
         close_code: int | None = None
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                loop = running_loop()
-                if loop is not None:
-                    self._writer_task = loop.create_task(self._write_loop())
-                else:
-                    tg.start_soon(self._write_loop_scoped)
-                try:
-                    for command in commands:
-                        self.dispatch(command)
-                    await self._read_loop()
-                except ConnectionClosed as exc:
-                    close_code = exc.code
-                finally:
-                    self.closed = True
-                    self._cancel_writer()
-                    tg.cancel_scope.cancel()
+            if running_loop() is not None:
+                close_code = await self._serve(None, commands)
+            else:
+                async with anyio.create_task_group() as tg:
+                    close_code = await self._serve(tg, commands)
         finally:
             self.closed = True
             self._cancel_writer()  # however run() ends, the writer ends with it
             # Drop the references from this session to its tasks: their tracebacks refer
             # back to this session, and a cycle waits for a full garbage collection (which
             # walks every live object of the server).
-            self._writer_task = self._writer_scope = self._tg = None
+            self._writer_task = self._writer_scope = self._scope = self._tasks = None
             self._detach_all()
             self.engine.telemetry.on_connection_close(self, close_code)
             if _log.isEnabledFor(logging.INFO):
@@ -151,6 +143,36 @@ class Session:
                     frames_out=self.outbox.sent,
                     duration_ms=round((time.perf_counter() - t0) * 1000, 1),
                 )
+
+    async def _serve(self, tg: Any, commands: Iterable[Any]) -> int | None:
+        """Read until the connection closes or _stop() is called; return the close code."""
+        tasks = self._tasks = TaskSet(tg)
+        close_code = None
+        with anyio.CancelScope() as self._scope:
+            if tg is None:
+                self._writer_task = tasks.start_soon(self._write_loop)
+            else:
+                tg.start_soon(self._write_loop_scoped)
+            try:
+                for command in commands:
+                    self.dispatch(command)
+                await self._read_loop()
+            except ConnectionClosed as exc:
+                close_code = exc.code
+            finally:
+                self.closed = True
+                self._cancel_writer()
+                tasks.cancel()
+                if tg is not None:
+                    tg.cancel_scope.cancel()
+                else:  # what they hold is released before the connection counts as gone
+                    await tasks.wait(self.engine.config.runs.cleanup_timeout)
+        return close_code
+
+    def _stop(self) -> None:
+        """Stop serving: the reader and every background task of this connection."""
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _detach_all(self) -> None:
         for sub in list(self.subscriptions.values()):
@@ -223,8 +245,8 @@ class Session:
         if self._rejected == self.limits.flood_close_after:  # once: the close is under way
             self.log.warning("connection.flood", rejected=self._rejected)
             self.engine.telemetry.on_rejected("flood")
-            assert self._tg is not None  # frames are read inside run()'s task group
-            self._tg.start_soon(self.close, CloseReason.POLICY, "too many messages")
+            assert self._tasks is not None  # frames are read inside run()
+            self._tasks.start_soon(self.close, CloseReason.POLICY, "too many messages")
 
     def _spawn_handler(self, handler: Any, frame: Any) -> None:
         # Slow handlers (a store, an application's I/O) run beside the reader, so STOP and
@@ -237,8 +259,8 @@ class Session:
                 retry_after_ms=self.limits.retry_after_ms,
             )
         self._handlers_running += 1
-        assert self._tg is not None  # handlers are dispatched inside run()'s task group
-        self._tg.start_soon(self._run_handler, handler, frame)
+        assert self._tasks is not None  # handlers are dispatched inside run()
+        self._tasks.start_soon(self._run_handler, handler, frame)
 
     async def _run_handler(self, handler: Any, frame: Any) -> None:
         try:
@@ -289,18 +311,17 @@ class Session:
             self.log.exception("send.failed")
         # The connection cannot be written to any more: stop reading it too.
         self.closed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self._stop()
 
     def check(self, now: float) -> None:
         """Close an idle connection, or a client that stopped reading (the engine's sweeper
         calls this every tick for every connection: one timer for all, not one each)."""
-        if self._closing_for is not None or self._tg is None:
+        if self._closing_for is not None or self._tasks is None:
             return
         lim = self.limits
         if now - self._last_frame > lim.idle_timeout and not self._streaming():
             self._closing_for = "idle"
-            self._tg.start_soon(self._close_idle)
+            self._tasks.start_soon(self._close_idle)
             return
         # Progress is counted in bytes actually written, frame by frame: a slow but steady
         # reader is never taken for a dead one.
@@ -309,7 +330,7 @@ class Session:
             self._stalled_since = self._stalled_since or now
             if now - self._stalled_since > lim.slow_client_timeout:
                 self._closing_for = "slow"
-                self._tg.start_soon(self._close_slow)
+                self._tasks.start_soon(self._close_slow)
         else:
             self._stalled_since = None
         self._last_sent = outbox.sent_bytes
@@ -326,8 +347,7 @@ class Session:
         self._cancel_writer()
         with anyio.move_on_after(1.0):
             await self.close(CloseReason.POLICY, "client too slow to read")
-        assert self._tg is not None  # started in run()'s task group
-        self._tg.cancel_scope.cancel()
+        self._stop()
 
     def _streaming(self) -> bool:
         return any(not sub.source.sealed for sub in self.subscriptions.values())
@@ -339,8 +359,7 @@ class Session:
             await self.conn.close(code, reason)
         except ConnectionClosed:
             pass
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self._stop()
 
     async def shutdown(self, timeout: float) -> None:
         """Flush what is queued (bounded), then close with 1001."""
@@ -348,8 +367,7 @@ class Session:
             await self.outbox.wait_flushed()
         with anyio.move_on_after(1.0):
             await self.close(CloseReason.GOING_AWAY, "server shutdown")
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self._stop()
 
     # --- sending --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ their grace period.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -121,11 +122,29 @@ class Session:
         self.engine.telemetry.on_connection_open(self)
         close_code: int | None = None
         try:
-            if running_loop() is not None:
-                close_code = await self._serve(None, commands)
-            else:
-                async with anyio.create_task_group() as tg:
-                    close_code = await self._serve(tg, commands)
+            # A task group only where TaskSet needs one (not on asyncio).
+            group: Any = contextlib.nullcontext() if running_loop() is not None else anyio.create_task_group()
+            async with group as tg:
+                tasks = self._tasks = TaskSet(tg)
+                with anyio.CancelScope() as self._scope:  # cancelled by _stop()
+                    if tg is None:
+                        self._writer_task = tasks.start_soon(self._write_loop)
+                    else:
+                        tg.start_soon(self._write_loop_scoped)
+                    try:
+                        for command in commands:
+                            self.dispatch(command)
+                        await self._read_loop()
+                    except ConnectionClosed as exc:
+                        close_code = exc.code
+                    finally:
+                        self.closed = True
+                        self._cancel_writer()
+                        tasks.cancel()
+                        if tg is not None:
+                            tg.cancel_scope.cancel()
+                        else:  # what they hold is released before the connection is gone
+                            await tasks.wait(self.engine.config.runs.cleanup_timeout)
         finally:
             self.closed = True
             self._cancel_writer()  # however run() ends, the writer ends with it
@@ -143,31 +162,6 @@ class Session:
                     frames_out=self.outbox.sent,
                     duration_ms=round((time.perf_counter() - t0) * 1000, 1),
                 )
-
-    async def _serve(self, tg: Any, commands: Iterable[Any]) -> int | None:
-        """Read until the connection closes or _stop() is called; return the close code."""
-        tasks = self._tasks = TaskSet(tg)
-        close_code = None
-        with anyio.CancelScope() as self._scope:
-            if tg is None:
-                self._writer_task = tasks.start_soon(self._write_loop)
-            else:
-                tg.start_soon(self._write_loop_scoped)
-            try:
-                for command in commands:
-                    self.dispatch(command)
-                await self._read_loop()
-            except ConnectionClosed as exc:
-                close_code = exc.code
-            finally:
-                self.closed = True
-                self._cancel_writer()
-                tasks.cancel()
-                if tg is not None:
-                    tg.cancel_scope.cancel()
-                else:  # what they hold is released before the connection counts as gone
-                    await tasks.wait(self.engine.config.runs.cleanup_timeout)
-        return close_code
 
     def _stop(self) -> None:
         """Stop serving: the reader and every background task of this connection."""
@@ -305,6 +299,7 @@ class Session:
                     outbox.sent_bytes += len(frame)
                 outbox.sent += len(frames)
                 outbox.sending = False
+                frames, frame = [], b""  # the batch is not kept while waiting
         except ConnectionClosed:
             pass
         except Exception:  # a transport bug: close this connection, nothing else

@@ -123,12 +123,13 @@ class Session:
         close_code: int | None = None
         try:
             # A task group only where TaskSet needs one (not on asyncio).
-            group: Any = contextlib.nullcontext() if running_loop() is not None else anyio.create_task_group()
+            loop = running_loop()
+            group: Any = contextlib.nullcontext() if loop is not None else anyio.create_task_group()
             async with group as tg:
                 tasks = self._tasks = TaskSet(tg)
                 with anyio.CancelScope() as self._scope:  # cancelled by _stop()
-                    if tg is None:
-                        self._writer_task = tasks.start_soon(self._write_loop)
+                    if loop is not None:  # a plain task (see _tasks.py), cancelled below
+                        self._writer_task = loop.create_task(self._write_loop())
                     else:
                         tg.start_soon(self._write_loop_scoped)
                     try:

@@ -182,10 +182,16 @@ def transport(report: Report, quick: bool) -> None:
     for adapter in ADAPTERS:
         for connections in levels:
             chunks = max(10, total // connections)
+            # Rounds of every server in turn, not all runs of one then all of the next: on
+            # a shared host the load drifts, and the ratios compare runs minutes apart.
+            rounds: dict[str, list[dict]] = {label: [] for _, _, label in _IMPLS}
+            for _ in range(runs):
+                for impl, coalesce, label in _IMPLS:
+                    rounds[label].append(e2e.throughput(adapter, impl, connections, chunks, coalesce=coalesce))
             for impl, coalesce, label in _IMPLS:
                 report.step(f"{adapter}, {connections:,} connection{'s' if connections > 1 else ''}, "
                             f"{_SHORT[label]}")
-                r = e2e.median_of(runs, e2e.throughput, adapter, impl, connections, chunks, coalesce=coalesce)
+                r = sorted(rounds[label], key=lambda x: x["chunks_per_s"])[len(rounds[label]) // 2]
                 results[(adapter, label, connections)] = r
                 report.add(t, {
                     "adapter": adapter, "connections": connections, "server": label,
@@ -210,7 +216,7 @@ def transport(report: Report, quick: bool) -> None:
                 report.target(f"transport {where}: server CPU per chunk, streamcore / raw", cpu,
                               f"<= {CPU_VS_RAW}", cpu <= CPU_VS_RAW)
     report.note(t, f"{total:,} chunks of 24 characters per case, split over the connections; median of "
-                   f"{runs} run{'s' if runs > 1 else ''}; " + e2e.env_note() + ". server_cpu_us_per_chunk: the "
+                   f"{runs} run{'s' if runs > 1 else ''}, taken in rounds of every server in turn; " + e2e.env_note() + ". server_cpu_us_per_chunk: the "
                    "server process's user + system time over the timed part (connecting excluded) per chunk; "
                    "server_core_busy: that time over the wall time (1.0: the server saturated its core).")
     report.note("end to end: streamcore against the raw transport",

@@ -88,6 +88,7 @@ def engine_for(args) -> Engine:
     lim.max_message_bytes = 1 << 20
     config.server.compression = args.compression
     config.features.metadata = False
+    config.server.eager_send = args.eager
     return Engine(config, provider=BenchProvider(args.chunks, args.size, args.rate, args.stamp))
 
 
@@ -184,6 +185,7 @@ def main() -> None:
     p.add_argument("--stamp", action="store_true")
     p.add_argument("--coalesce", type=int, default=0)
     p.add_argument("--compression", type=int, default=0)
+    p.add_argument("--eager", type=int, default=1, help="[server] eager_send")
     args = p.parse_args()
     import structlog
 

@@ -123,7 +123,9 @@ class PacedProvider:
         yield Completion()
 
 
-@pytest.mark.parametrize("adapter,eager", [("asgi", True), ("starlette", True), ("websockets", False), ("hypercorn", False)])
+@pytest.mark.parametrize(
+    "adapter,eager", [("asgi", True), ("starlette", True), ("websockets", False), ("hypercorn", False)]
+)
 async def test_eager_sends_only_where_the_server_allows_it(adapter: str, eager: bool):
     provider = PacedProvider(20, 16)
     engine = make_engine(provider)

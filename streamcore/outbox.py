@@ -11,6 +11,12 @@ The buffer is bounded: once ``limit`` bytes are pending, a run's subscription st
 putting and is marked *lagging*; when the writer has drained the buffer it asks each
 lagging subscription to catch up from the run log, from its cursor. The provider is never
 paused by a slow reader, and no other reader of the same run waits for it.
+
+When the writer is idle (nothing pending) and the transport allows it (``send_now``, see
+:mod:`streamcore.transport`), a chunk skips the buffer: the run sends it from its own task
+(:meth:`Outbox.send_eager`), and a send that has to wait is finished by the writer before
+anything queued after it. That saves a task switch per chunk when the provider waits
+between chunks, the usual case with a model.
 """
 
 from __future__ import annotations

@@ -28,8 +28,11 @@ _log = get_logger("streamcore")
 
 
 def running_loop() -> Any:
-    """The running asyncio loop, or None under another anyio backend."""
-    if sniffio.current_async_library() != "asyncio":
+    """The running asyncio loop, or None under another anyio backend (or outside any)."""
+    try:
+        if sniffio.current_async_library() != "asyncio":
+            return None
+    except sniffio.AsyncLibraryNotFoundError:
         return None
     import asyncio
 
@@ -47,25 +50,21 @@ class TaskSet:
 
     def __init__(self, tg: Any) -> None:
         self._tg = tg
-        # Made at the first task: an empty set is 216 bytes, and most connections start
-        # only their writer here.
+        # Made at the first task: an empty set is 216 bytes, and most connections never
+        # start one here (their writer is a task of its own).
         self._tasks: set[Any] | None = None
         self._loop = running_loop()
 
-    def __len__(self) -> int:
-        return len(self._tasks) if self._tasks is not None else 0
-
-    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run ``fn(*args)`` in a new task; return the task (None on other backends)."""
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in a new task."""
         if self._loop is None:
             self._tg.start_soon(fn, *args)
-            return None
+            return
         task = self._loop.create_task(fn(*args))
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._done)
-        return task
 
     def _done(self, task: Any) -> None:
         if self._tasks is not None:

@@ -21,13 +21,12 @@ between chunks, the usual case with a model.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Union
 
 import anyio
-import sniffio
 
+from ._tasks import running_loop
 from .errors import ConnectionClosed
 from .ids import Stamp, stamp
 from .log import get_logger
@@ -104,12 +103,8 @@ class Outbox:
         self.broken = False
         #: sends a run started that had to wait and were finished by the writer.
         self.handed_over = 0
-        self._loop: Any = None
-        try:
-            if sniffio.current_async_library() == "asyncio":
-                self._loop = asyncio.get_running_loop()
-        except Exception:  # made outside an event loop (tests): anyio's Event then
-            pass
+        # None under another backend, or when made outside an event loop (tests).
+        self._loop = running_loop()
         self._idle: anyio.Event | None = None
 
     def __len__(self) -> int:

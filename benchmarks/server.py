@@ -88,7 +88,8 @@ def engine_for(args) -> Engine:
     lim.max_message_bytes = 1 << 20
     config.server.compression = args.compression
     config.features.metadata = False
-    config.server.eager_send = args.eager
+    # benchmarks.sse builds its engine here too, without an --eager option (default on).
+    config.server.eager_send = bool(getattr(args, "eager", 1))
     return Engine(config, provider=BenchProvider(args.chunks, args.size, args.rate, args.stamp))
 
 

@@ -19,14 +19,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Server:
-    def __init__(self, **options: Any) -> None:
-        args = [sys.executable, "-m", "benchmarks.server"]
+    """A benchmark server process (``module``, ``benchmarks.server`` by default) started with
+    ``--key value`` per option (``--key`` alone for True), ready once it prints ``READY <port>``."""
+
+    def __init__(self, module: str = "benchmarks.server", *, quiet: bool = False, **options: Any) -> None:
+        args = [sys.executable, "-m", module]
         for key, value in options.items():
+            key = key.replace("_", "-")
             if value is True:
                 args.append(f"--{key}")
             elif value is not False and value is not None:
                 args += [f"--{key}", str(value)]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                                     stderr=subprocess.DEVNULL if quiet else None)
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
             self.proc.kill()

@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -105,30 +104,6 @@ def _sse_starlette_app(chunks: int) -> Any:
         return EventSourceResponse(events(), ping=15)
 
     return Starlette(routes=[Route("/stream", stream, methods=["POST"])])
-
-
-class _Server:
-    def __init__(self, kind: str, chunks: int, coalesce: bool = True) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.sse", "--serve", kind, "--chunks", str(chunks)]
-            + ([] if coalesce else ["--no-coalesce"]),
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY"):
-            self.proc.kill()
-            raise RuntimeError(f"benchmark server failed to start: {line!r}")
-        self.port = int(line.split()[1])
-
-    def __enter__(self) -> _Server:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 # --- the SSE load generator ------------------------------------------------------------------
@@ -206,8 +181,9 @@ def _case(
     name: str, kind: str, path: str | None, *, chunks: int, connections: int, messages: int, coalesce: bool
 ) -> dict[str, Any]:
     from . import loadgen
+    from .e2e import Server
 
-    with _Server(kind, chunks, coalesce) as server:
+    with Server("benchmarks.sse", quiet=True, serve=kind, chunks=chunks, no_coalesce=not coalesce) as server:
         if path is None:
             asyncio.run(loadgen.run(server.port, connections, messages=1))  # warm-up
             result = asyncio.run(loadgen.run(server.port, connections, messages=messages))

@@ -39,7 +39,7 @@ _DEFAULT = object()
 class ASGIConnection:
     """:class:`~streamcore.transport.Connection` over an accepted ASGI WebSocket."""
 
-    __slots__ = ("_receive", "_send", "_binary", "_closed", "_closed_errors", "send_now")
+    __slots__ = ("_receive", "_send", "_binary", "_closed", "_closed_errors", "_eager")
 
     def __init__(
         self,
@@ -54,8 +54,7 @@ class ASGIConnection:
         self._send = send
         self._binary = binary
         self._closed = False
-        #: ``send_now(frame)`` (see streamcore.transport) when ``eager``, else None.
-        self.send_now: Callable[[bytes], FinishSend | None] | None = self._send_now if eager else None
+        self._eager = eager
         # uvicorn raises ClientDisconnected (an OSError), other servers a RuntimeError, and
         # Starlette its WebSocketDisconnect, once the socket is gone: all mean "peer left".
         self._closed_errors = (OSError, RuntimeError, *closed_errors)
@@ -82,6 +81,16 @@ class ASGIConnection:
         except self._closed_errors as exc:
             self._closed = True
             raise ConnectionClosed(1006) from exc
+
+    @property
+    def send_now(self) -> Callable[[bytes], FinishSend | None] | None:
+        """``send_now(frame)`` (see streamcore.transport) when eager sends are safe, else None.
+
+        A property, not an attribute holding the bound method: that would be a reference
+        cycle keeping the connection, and the server's whole socket state with it, alive
+        until a full garbage collection.
+        """
+        return self._send_now if self._eager else None
 
     def _send_now(self, frame: bytes) -> FinishSend | None:
         return start_send(self.send(frame))

@@ -117,6 +117,11 @@ async def serve(
         return engine.select_subprotocol(offered)
 
     async def handler(ws: ServerConnection) -> None:
+        # websockets gives each connection's protocol a closure over the connection to call
+        # select_subprotocol: a reference cycle that would keep the connection's whole
+        # state alive, after it closes, until a full garbage collection. The handshake is
+        # over: drop it (the class's own method is left, never called again).
+        vars(ws.protocol).pop("select_subprotocol", None)
         info = _info(ws)
         conn = WebsocketsConnection(ws, binary=info.subprotocol is not None)
         await engine.serve(conn, info)

@@ -238,7 +238,9 @@ def _worker_main(
         conn.close()
         sys.exit(1)
     try:
-        anyio.run(_serve_worker, engine, sock, conn, index)
+        from streamcore.cli import loop_options
+
+        anyio.run(_serve_worker, engine, sock, conn, index, backend_options=loop_options(config.server.loop))
     finally:
         sock.close()
         conn.close()

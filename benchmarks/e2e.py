@@ -48,7 +48,7 @@ class Server:
                 return int(line.split()[1])
         return 0
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -90,11 +90,12 @@ def process_cpu_s(pid: int) -> float:
 
 
 def throughput(adapter: str, impl: str, connections: int, chunks: int, size: int = 24, *,
-               coalesce: bool = False, compression: bool = False, messages: int = 1) -> dict[str, Any]:
+               coalesce: bool = False, compression: bool = False, messages: int = 1,
+               loop: str = "asyncio") -> dict[str, Any]:
     """Chunks per second delivered to ``connections`` clients, each asking ``messages`` replies,
     and the server process's CPU time per chunk over the same period (connecting excluded)."""
     with Server(adapter=adapter, impl=impl, chunks=chunks, size=size, coalesce=int(coalesce),
-                compression=int(compression)) as server:
+                compression=int(compression), loop=loop) as server:
         asyncio.run(loadgen.run(server.port, connections, messages=1, deflate=compression))  # warm-up
         cpu: list[float] = []
 
@@ -115,13 +116,13 @@ def throughput(adapter: str, impl: str, connections: int, chunks: int, size: int
     }
 
 
-def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int) -> dict[str, Any]:
+def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int, loop: str = "asyncio") -> dict[str, Any]:
     """Per-chunk latency (production to client) and time to first chunk, paced streams."""
     samples: list[int] = []
     ttft: list[int] = []
     gaps: list[int] = []
     cpu: list[float] = []
-    with Server(adapter=adapter, impl=impl, chunks=chunks, size=32, rate=rate, stamp=True, coalesce=1) as server:
+    with Server(adapter=adapter, impl=impl, chunks=chunks, size=32, rate=rate, stamp=True, coalesce=1, loop=loop) as server:
         result = asyncio.run(loadgen.run(server.port, streams, messages=1, latency=samples, ttft=ttft, gaps=gaps,
                                          on_start=lambda: cpu.append(server.cpu_s()),
                                          on_end=lambda: cpu.append(server.cpu_s())))

@@ -187,6 +187,7 @@ def main() -> None:
     p.add_argument("--coalesce", type=int, default=0)
     p.add_argument("--compression", type=int, default=0)
     p.add_argument("--eager", type=int, default=1, help="[server] eager_send")
+    p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     args = p.parse_args()
     import structlog
 
@@ -197,7 +198,7 @@ def main() -> None:
 
     run = serve_websockets if args.adapter == "websockets" else serve_uvicorn
     try:
-        anyio.run(run, args, ready)
+        anyio.run(run, args, ready, backend_options={"use_uvloop": args.loop == "uvloop"})
     except KeyboardInterrupt:
         pass
 

@@ -47,6 +47,7 @@ _EXTRAS = {
     "redis": "redis",
     "prometheus_client": "prometheus",
     "opentelemetry": "otel",
+    "uvloop": "fast",
 }
 # What each transport of `serve` imports (uvicorn runs websockets' sans-I/O protocol),
 # and the extra that installs it all.
@@ -62,6 +63,30 @@ def _version() -> str:
         from importlib.metadata import version
 
         return version("streamcore-llm")
+
+
+def loop_options(choice: str) -> dict[str, Any]:
+    """anyio's asyncio ``backend_options`` for ``[server] loop``.
+
+    Raises:
+        ModuleNotFoundError: ``"uvloop"`` chosen and not installed.
+    """
+    if choice == "asyncio":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ModuleNotFoundError:
+        if choice == "uvloop":
+            raise
+        return {}
+    return {"use_uvloop": True}
+
+
+def loop_name() -> str:
+    """``"uvloop"`` or ``"asyncio"``: what the running loop is (for the start log line)."""
+    import asyncio
+
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
 
 
 def missing_dependency_message(module: str, purpose: str | None = None, extra: str | None = None) -> str:
@@ -127,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if importlib.util.find_spec(module) is None:
                 purpose = f"--server {config.server.server}"
                 return _fail(missing_dependency_message(module, purpose, extra), EXIT_CONFIG)
+        try:
+            backend_options = loop_options(config.server.loop)
+        except ModuleNotFoundError:
+            return _fail(missing_dependency_message("uvloop", '[server] loop = "uvloop"'), EXIT_CONFIG)
         if args.workers != 1:
             from .adapters.workers import check_workers, run_workers
 
@@ -151,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_CONFIG)
     try:
         _check_port(config.server.host, config.server.port)
-        anyio.run(serve, engine)
+        anyio.run(serve, engine, backend_options=backend_options)
     except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled inside serve()
         return 130
     except BaseException as exc:  # noqa: BLE001 - turned into one line below
@@ -242,6 +271,7 @@ async def serve(engine: Any) -> None:
             _log.info(
                 "server.start",
                 server=config.server.server,
+                loop=loop_name(),
                 url=f"ws://{host}:{port}{config.server.path}",
                 provider=config.provider.name,
                 model=config.provider.model,

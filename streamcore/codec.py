@@ -10,6 +10,7 @@ is one ``bytes.join`` around the encoded content, with no Struct or dict built p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, Union
 
@@ -334,22 +335,24 @@ _FREEFORM = (msgspec.inspect.AnyType, msgspec.inspect.DictType, msgspec.inspect.
              msgspec.inspect.TupleType, msgspec.inspect.VarTupleType, msgspec.inspect.SetType)
 
 
-def _freeform_paths(cls: type) -> list[tuple[str, ...]]:
-    """Attribute paths of a frame type whose values are free-form (any, dict, list...)."""
-    paths: list[tuple[str, ...]] = []
+@functools.cache
+def _freeform_paths(cls: type) -> tuple[tuple[str, ...], ...]:
+    """Attribute paths of a frame type whose values are free-form (any, dict, list...).
 
-    def walk(t: Any, path: tuple[str, ...], seen: frozenset) -> None:
+    Cached: msgspec.inspect is slow (milliseconds per type), and every engine builds codecs.
+    """
+    paths: list[tuple[str, ...]] = []
+    # An explicit stack, not a recursive closure (which is a reference cycle left to the GC).
+    stack: list[tuple[Any, tuple[str, ...], frozenset]] = [(msgspec.inspect.type_info(cls), (), frozenset())]
+    while stack:
+        t, path, seen = stack.pop()
         if isinstance(t, msgspec.inspect.UnionType):
             if any(isinstance(u, _FREEFORM) for u in t.types):
                 paths.append(path)
             else:
-                for u in t.types:
-                    walk(u, path, seen)
+                stack.extend((u, path, seen) for u in reversed(t.types))
         elif isinstance(t, _FREEFORM):
             paths.append(path)
         elif isinstance(t, msgspec.inspect.StructType) and t.cls not in seen:
-            for f in t.fields:
-                walk(f.type, path + (f.name,), seen | {t.cls})
-
-    walk(msgspec.inspect.type_info(cls), (), frozenset())
-    return paths
+            stack.extend((f.type, path + (f.name,), seen | {t.cls}) for f in reversed(t.fields))
+    return tuple(paths)

@@ -61,6 +61,10 @@ class ServerConfig(_Section):
     #: send a chunk from the run's own task while the connection's writer task is idle,
     #: saving a task switch per chunk, on ASGI servers known to allow it (uvicorn).
     eager_send: bool = True
+    #: the event loop of ``streamcore serve``: "auto" runs on uvloop when it is installed
+    #: (the ``fast`` extra, as ``uvicorn[standard]`` does), "asyncio" on the standard loop,
+    #: "uvloop" requires it. An app served by its own server keeps that server's loop.
+    loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 class ProviderConfig(_Section):

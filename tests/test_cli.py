@@ -29,9 +29,10 @@ async def start(*args: str, env: dict[str, str] | None = None):
     return proc, line.decode().split()[-1]
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("server", ["uvicorn", "websockets"])
-async def test_serve_then_sigterm_ends_generations_and_exits(server):
-    proc, url = await start("--server", server, env={"STREAMCORE_PROVIDER": "demo"})
+async def test_serve_then_sigterm_ends_generations_and_exits(server, loop):
+    proc, url = await start("--server", server, env={"STREAMCORE_PROVIDER": "demo", "STREAMCORE_SERVER_LOOP": loop})
     try:
         async with connect(url) as c:
             await c.send("USER_MESSAGE", {"content": "bonjour"})
@@ -51,6 +52,8 @@ async def test_serve_then_sigterm_ends_generations_and_exits(server):
         logs = [json.loads(l) for l in err.decode().splitlines() if l.startswith("{")]
         events = {l["event"] for l in logs}
         assert {"server.start", "connection.open", "generation.end", "connection.close", "server.stopped"} <= events
+        [started] = [l for l in logs if l["event"] == "server.start"]
+        assert started["loop"] == loop
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -124,6 +127,24 @@ def test_a_missing_optional_dependency_is_one_line_naming_the_extra(args, hidden
     assert out.returncode == 2, out.stderr
     [line] = out.stderr.splitlines()
     assert f"pip install 'streamcore-llm[{extra}]'" in line and "Traceback" not in out.stderr
+
+
+def test_uvloop_required_but_missing_is_one_line_naming_the_extra():
+    out = cli("serve", "--port", "0", hide=("uvloop",), env={"STREAMCORE_SERVER_LOOP": "uvloop"})
+    assert out.returncode == 2, out.stderr
+    [line] = out.stderr.splitlines()
+    assert "pip install 'streamcore-llm[fast]'" in line and "Traceback" not in out.stderr
+
+
+def test_loop_auto_takes_uvloop_when_installed_and_asyncio_otherwise(monkeypatch):
+    from streamcore.cli import loop_options
+
+    assert loop_options("auto") == {"use_uvloop": True} == loop_options("uvloop")
+    assert loop_options("asyncio") == {}
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # an install without the fast extra
+    assert loop_options("auto") == {}
+    with pytest.raises(ModuleNotFoundError):
+        loop_options("uvloop")
 
 
 def test_jwt_auth_without_pyjwt_names_the_extra():

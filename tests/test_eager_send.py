@@ -26,9 +26,10 @@ from .helpers import TIMEOUT, check_stream, connect, make_engine, running
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # the eager path exists on asyncio only
+@pytest.fixture(params=["asyncio", "uvloop"])
+def anyio_backend(request):
+    # The eager path exists on asyncio only; the fast extra's uvloop is asyncio too.
+    return ("asyncio", {"use_uvloop": request.param == "uvloop"})
 
 
 async def test_a_send_that_never_waits_completes_in_the_calling_task():

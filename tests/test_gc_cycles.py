@@ -1,0 +1,65 @@
+"""A closed connection is freed by reference counting, not left to the cycle collector.
+
+A reference cycle through a connection keeps its whole server-side state (protocol,
+transport, buffers) alive until a full garbage collection. At a thousand connections those
+collections take tens of milliseconds each, and every chunk in flight waits for them. The
+cycle collector is switched off here: whatever is still alive once the connections are gone
+sits in a cycle.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import anyio
+import pytest
+
+from streamcore.adapters.asgi import ASGIConnection
+from streamcore.adapters.websockets import WebsocketsConnection
+from streamcore.run import Run, Subscription
+from streamcore.session import Session
+
+from .helpers import TIMEOUT, ScriptedProvider, check_stream, connect, make_engine, running
+
+pytestmark = pytest.mark.anyio
+
+
+def _server_side_types(adapter: str) -> tuple[type, ...]:
+    kinds: list[type] = [Session, Run, Subscription]
+    if adapter == "websockets":
+        from websockets.asyncio.server import ServerConnection
+
+        kinds += [WebsocketsConnection, ServerConnection]
+    else:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+        kinds += [ASGIConnection, WebSocketsSansIOProtocol]
+    return tuple(kinds)
+
+
+@pytest.mark.parametrize("adapter", ["websockets", "asgi", "starlette"])
+async def test_closed_connections_are_freed_without_the_cycle_collector(adapter):
+    kinds = frozenset(_server_side_types(adapter))
+
+    def alive() -> list[str]:
+        # type(), not isinstance(): a dead weak proxy raises on isinstance.
+        return [type(o).__name__ for o in gc.get_objects() if type(o) in kinds]
+
+    engine = make_engine(ScriptedProvider(), limits={"coalesce_chunks": False})
+    async with running(engine, adapter) as url:
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                async with connect(url) as c:
+                    await c.send("USER_MESSAGE", {"content": "hi"})
+                    assert check_stream(await c.until("AI_MESSAGE_END"))["isComplete"]
+            # The server tears a connection down in a few loop turns after the client
+            # leaves; a cycle never lets go. Wait (bounded) for the count to reach zero.
+            with anyio.move_on_after(TIMEOUT):
+                while alive():
+                    await anyio.sleep(0.01)
+            left = alive()
+        finally:
+            gc.enable()
+    assert left == []

@@ -173,13 +173,23 @@ class SequentialConnection(NullConnection):
         self.total = messages
 
 
-async def _engine_run(n: int, per_message: int, coalesce: bool) -> tuple[float, int]:
+class EagerConnection(SequentialConnection):
+    """Also offers ``send_now`` (a send that never waits, as uvicorn's while the socket
+    takes the bytes): chunks go out from the run's task, with no writer task in between."""
+
+    def send_now(self, frame: bytes) -> None:
+        self.frames += 1
+        if frame.find(b"AI_MESSAGE_END", 0, 64) != -1:
+            self.ended.set()
+
+
+async def _engine_run(n: int, per_message: int, coalesce: bool, eager: bool = False) -> tuple[float, int]:
     config = Config()
     config.limits.coalesce_chunks = coalesce
     config.limits.messages_per_interval = 1 << 30
     config.limits.history_messages = 0
     engine = Engine(config, provider=InstantProvider(per_message))
-    conn = SequentialConnection(n // per_message)
+    conn = (EagerConnection if eager else SequentialConnection)(n // per_message)
     gc.collect()
     t0 = time.perf_counter()
     await engine.serve(conn, ConnectionInfo())
@@ -206,6 +216,17 @@ async def _send_alone(frames: int) -> float:
     return time.perf_counter() - t0
 
 
+def _send_now_alone(frames: int) -> float:
+    """What the eager benchmark connection's ``send_now`` costs per frame."""
+    conn = EagerConnection(0)
+    frame = b'{"id":"msg-0123456789-2.17","type":"AI_MESSAGE_CHUNK","timestamp":1795446035776,"data":{}}'
+    send_now = conn.send_now
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        send_now(frame)
+    return time.perf_counter() - t0
+
+
 def bench_engine(n: int, per_message: int = 500, repeats: int = 5) -> dict[str, Any]:
     """Engine cost per chunk: ``n`` chunks in messages of ``per_message`` chunks each.
 
@@ -219,11 +240,15 @@ def bench_engine(n: int, per_message: int = 500, repeats: int = 5) -> dict[str, 
         send = min([await _send_alone(n) for _ in range(repeats)]) / n
         per_frame = min([await _engine_run(n, per_message, False) for _ in range(repeats)])
         merged = min([await _engine_run(n, per_message, True) for _ in range(repeats)])
-        return base, send, per_frame, merged
+        send_now = min(_send_now_alone(n) for _ in range(repeats)) / n
+        eager = min([await _engine_run(n, per_message, False, eager=True) for _ in range(repeats)])
+        return base, send, per_frame, merged, send_now, eager
 
-    base, send, (t_frame, frames), (t_merged, merged_frames) = anyio.run(main)
+    base, send, (t_frame, frames), (t_merged, merged_frames), send_now, (t_eager, eager_frames) = anyio.run(main)
     t_frame -= send * frames
     t_merged -= send * merged_frames
+    # The eager run's THINKING/START/END still go through the writer (send); its chunks through send_now.
+    t_eager -= send * (eager_frames - n) + send_now * n
     return {
         "chunks": n,
         "chunks_per_message": per_message,
@@ -233,6 +258,9 @@ def bench_engine(n: int, per_message: int = 500, repeats: int = 5) -> dict[str, 
         "frames_one_frame_each": frames,
         "engine_us_per_chunk_merged": (t_merged - base) / n * 1e6,
         "frames_merged": merged_frames,
+        "connection_send_now_us_per_frame": send_now * 1e6,
+        "engine_us_per_chunk_eager": (t_eager - base) / n * 1e6,
+        "frames_eager": eager_frames,
     }
 
 

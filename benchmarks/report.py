@@ -24,7 +24,7 @@ def machine() -> dict[str, Any]:
     except OSError:  # pragma: no cover
         pass
     versions = {}
-    for pkg in ("msgspec", "websockets", "uvicorn", "starlette", "litellm", "httpx", "anyio", "orjson"):
+    for pkg in ("msgspec", "websockets", "uvicorn", "starlette", "litellm", "httpx", "anyio", "orjson", "uvloop"):
         try:
             from importlib.metadata import version
 

@@ -81,13 +81,19 @@ def engine(report: Report, quick: bool) -> None:
         "frames": r["frames_one_frame_each"],
     })
     report.add(t, {
+        "mode": "one frame per chunk, sent from the run's task (eager_send, as on uvicorn)",
+        "us_per_chunk": r["engine_us_per_chunk_eager"],
+        "frames": r["frames_eager"],
+    })
+    report.add(t, {
         "mode": "merged (default; instant provider, nothing awaits between chunks)",
         "us_per_chunk": r["engine_us_per_chunk_merged"],
         "frames": r["frames_merged"],
     })
     report.note(t, f"{r['chunks']:,} chunks in messages of {r['chunks_per_message']}; subtracted: the provider "
                    f"alone ({r['provider_alone_us_per_chunk']:.3f} us/chunk) and the test connection's send "
-                   f"({r['connection_send_us_per_frame']:.3f} us/frame); per-message work (THINKING/START/END, "
+                   f"({r['connection_send_us_per_frame']:.3f} us/frame; its send_now "
+                   f"{r['connection_send_now_us_per_frame']:.3f} us/frame); per-message work (THINKING/START/END, "
                    "task, log line) included, and so is the run log (next table).")
     t = "engine: the run log's share"
     report.add(t, {
@@ -347,6 +353,68 @@ def deflate(report: Report, quick: bool) -> None:
                 "compressible: real text saves less); wire bytes include WebSocket framing.")
 
 
+def uvloop(report: Report, quick: bool) -> None:
+    """The target transports again on uvloop (the ``fast`` extra), the raw baseline on the same
+    loop: chunk rate, CPU per chunk and the paced-streams gap."""
+    from . import e2e
+
+    try:
+        import uvloop as _  # noqa: F401
+    except ModuleNotFoundError:  # pragma: no cover - the dev extra installs it
+        report.begin("uvloop", 0)
+        report.note("uvloop: end to end", "skipped: uvloop is not installed (pip install 'streamcore-llm[fast]')")
+        return
+    total = 10_000 if quick else 60_000
+    levels = (1, 100) if quick else (1, 100, 1000)
+    runs = 1 if quick else 3
+    streams, chunks_paced = (100, 25) if quick else (1000, 100)
+    report.begin("uvloop", len(TARGET_ADAPTERS) * (len(levels) * 2 + 2))
+    t = "uvloop: end to end, streamcore against the raw transport on the same loop"
+    for adapter in TARGET_ADAPTERS:
+        for connections in levels:
+            chunks = max(10, total // connections)
+            rounds: dict[str, list[dict]] = {"raw": [], "streamcore": []}
+            for _ in range(runs):  # rounds of both servers in turn, as in the transport section
+                for impl in rounds:
+                    rounds[impl].append(e2e.throughput(adapter, impl, connections, chunks, loop="uvloop"))
+            med = {}
+            for impl, rs in rounds.items():
+                report.step(f"{adapter}, {connections:,} connection{'s' if connections > 1 else ''}, {impl}, uvloop")
+                med[impl] = sorted(rs, key=lambda x: x["chunks_per_s"])[len(rs) // 2]
+            raw, sc = med["raw"], med["streamcore"]
+            speed = sc["chunks_per_s"] / raw["chunks_per_s"]
+            cpu = sc["server_cpu_us_per_chunk"] / raw["server_cpu_us_per_chunk"]
+            report.add(t, {
+                "adapter": adapter, "connections": connections,
+                "raw_chunks_per_s": raw["chunks_per_s"], "streamcore_chunks_per_s": sc["chunks_per_s"],
+                "raw_cpu_us_per_chunk": raw["server_cpu_us_per_chunk"],
+                "streamcore_cpu_us_per_chunk": sc["server_cpu_us_per_chunk"],
+                "chunks_per_s_vs_raw": speed, "cpu_per_chunk_vs_raw": cpu,
+            })
+            where = f"{adapter}, {connections:,} conn., uvloop"
+            report.target(f"transport {where}: chunks/s, streamcore / raw", speed,
+                          f">= {THROUGHPUT_VS_RAW}", speed >= THROUGHPUT_VS_RAW)
+            report.target(f"transport {where}: server CPU per chunk, streamcore / raw", cpu,
+                          f"<= {CPU_VS_RAW}", cpu <= CPU_VS_RAW)
+        paced = {}
+        for impl in ("raw", "streamcore"):
+            report.step(f"{adapter}, {streams:,} streams x 50 chunks/s, {impl}, uvloop")
+            paced[impl] = e2e.latency(adapter, impl, streams, rate=50, chunks=chunks_paced, loop="uvloop")
+            report.add("uvloop: streams of 50 chunks/s", {"adapter": adapter, "server": impl, **paced[impl]})
+        added_gap = paced["streamcore"]["gap_p99_ms"] - paced["raw"]["gap_p99_ms"]
+        report.target(f"latency {adapter}, {streams:,} streams x 50 chunks/s, uvloop: added p99 gap between chunks",
+                      added_gap, f"< {ADDED_P99_MS:g} ms", added_gap < ADDED_P99_MS, "ms")
+    report.note(t, f"as the transport section (one frame per chunk, {total:,} chunks per case, median of {runs} "
+                   f"run{'s' if runs > 1 else ''} in rounds), both servers on uvloop {_uvloop_version()}.")
+    report.note("uvloop: streams of 50 chunks/s", "as the latency section, both servers on uvloop.")
+
+
+def _uvloop_version() -> str:
+    import uvloop as uv
+
+    return uv.__version__
+
+
 SECTIONS: dict[str, Callable[[Report, bool], None]] = {
     "codec": codec,
     "engine": engine,
@@ -354,6 +422,7 @@ SECTIONS: dict[str, Callable[[Report, bool], None]] = {
     "providers": providers,
     "transport": transport,
     "latency": latency,
+    "uvloop": uvloop,
     "memory": memory,
     "deflate": deflate,
 }

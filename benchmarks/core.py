@@ -240,11 +240,14 @@ def bench_engine(n: int, per_message: int = 500, repeats: int = 5) -> dict[str, 
         send = min([await _send_alone(n) for _ in range(repeats)]) / n
         per_frame = min([await _engine_run(n, per_message, False) for _ in range(repeats)])
         merged = min([await _engine_run(n, per_message, True) for _ in range(repeats)])
+        replies = max(1000, n // 20)
+        per_reply = min([(await _engine_run(replies, 1, False))[0] for _ in range(3)]) / replies
         send_now = min(_send_now_alone(n) for _ in range(repeats)) / n
         eager = min([await _engine_run(n, per_message, False, eager=True) for _ in range(repeats)])
-        return base, send, per_frame, merged, send_now, eager
+        return base, send, per_frame, merged, send_now, eager, (replies, per_reply)
 
-    base, send, (t_frame, frames), (t_merged, merged_frames), send_now, (t_eager, eager_frames) = anyio.run(main)
+    base, send, (t_frame, frames), (t_merged, merged_frames), send_now, (t_eager, eager_frames), (replies, per_reply) = \
+        anyio.run(main)
     t_frame -= send * frames
     t_merged -= send * merged_frames
     # The eager run's THINKING/START/END still go through the writer (send); its chunks through send_now.
@@ -261,6 +264,8 @@ def bench_engine(n: int, per_message: int = 500, repeats: int = 5) -> dict[str, 
         "connection_send_now_us_per_frame": send_now * 1e6,
         "engine_us_per_chunk_eager": (t_eager - base) / n * 1e6,
         "frames_eager": eager_frames,
+        "replies_of_one_chunk": replies,
+        "us_per_reply_of_one_chunk": per_reply * 1e6,
     }
 
 

@@ -95,6 +95,14 @@ def engine(report: Report, quick: bool) -> None:
                    f"({r['connection_send_us_per_frame']:.3f} us/frame; its send_now "
                    f"{r['connection_send_now_us_per_frame']:.3f} us/frame); per-message work (THINKING/START/END, "
                    "task, log line) included, and so is the run log (next table).")
+    report.add("engine: per reply", {
+        "what": "USER_MESSAGE to AI_MESSAGE_END of a one-chunk reply, one after another",
+        "replies": r["replies_of_one_chunk"],
+        "us_per_reply": r["us_per_reply_of_one_chunk"],
+    })
+    report.note("engine: per reply", "THINKING, START, one chunk and END per reply, the connection's send not "
+                                     "subtracted (4 frames, about 1.5 us); best of 3. What a short reply pays "
+                                     "beside its chunks.")
     t = "engine: the run log's share"
     report.add(t, {
         "what": "(seq, kind, text) tuple + list append, per chunk",

@@ -505,8 +505,12 @@ class Run:
         conv = self.conversation
         if conv is not None:
             turn = [conv.user_message] + ([ChatMessage("assistant", text)] if text else [])
-            with anyio.move_on_after(cleanup, shield=True):
-                await engine.conversations.add_turn(conv.owner, conv.id, turn)
+            store = engine.conversations
+            if getattr(store, "immediate", False):  # never waits: nothing to bound or shield
+                await store.add_turn(conv.owner, conv.id, turn)
+            else:
+                with anyio.move_on_after(cleanup, shield=True):
+                    await store.add_turn(conv.owner, conv.id, turn)
         if objective is not None:
             with anyio.move_on_after(cleanup, shield=True):
                 await engine.objectives.add(self.owner, objective)

@@ -177,6 +177,20 @@ _IMPLS = [("raw", False, RAW), ("streamcore", False, ONE), ("streamcore", True, 
 _SHORT = {RAW: "raw transport", ONE: "streamcore", MERGED: "streamcore merging", NAIVE: "naive loop"}
 
 
+def _in_rounds(adapter: str, connections: int, chunks: int, runs: int,
+               servers: list[tuple[str, bool, str]], loop: str = "asyncio") -> dict[str, dict]:
+    """Each of ``servers`` ((impl, coalesce, label)...) measured ``runs`` times, in rounds of
+    every server in turn rather than all runs of one then the next: on a shared host the
+    load drifts, and the ratios compare runs minutes apart. The median run of each, by label."""
+    from . import e2e
+
+    rounds: dict[str, list[dict]] = {label: [] for _, _, label in servers}
+    for _ in range(runs):
+        for impl, coalesce, label in servers:
+            rounds[label].append(e2e.throughput(adapter, impl, connections, chunks, coalesce=coalesce, loop=loop))
+    return {label: sorted(rs, key=lambda x: x["chunks_per_s"])[len(rs) // 2] for label, rs in rounds.items()}
+
+
 def transport(report: Report, quick: bool) -> None:
     """Chunks per second and server CPU per chunk through each adapter, beside its raw
     transport and the naive loop."""
@@ -195,18 +209,11 @@ def transport(report: Report, quick: bool) -> None:
     t = "end to end: chunks per second delivered"
     for adapter in ADAPTERS:
         for connections in levels:
-            chunks = max(10, total // connections)
-            # Rounds of every server in turn, not all runs of one then all of the next: on
-            # a shared host the load drifts, and the ratios compare runs minutes apart.
-            rounds: dict[str, list[dict]] = {label: [] for _, _, label in _IMPLS}
-            for _ in range(runs):
-                for impl, coalesce, label in _IMPLS:
-                    rounds[label].append(e2e.throughput(adapter, impl, connections, chunks, coalesce=coalesce))
-            for impl, coalesce, label in _IMPLS:
+            medians = _in_rounds(adapter, connections, max(10, total // connections), runs, _IMPLS)
+            for _, _, label in _IMPLS:
                 report.step(f"{adapter}, {connections:,} connection{'s' if connections > 1 else ''}, "
                             f"{_SHORT[label]}")
-                r = sorted(rounds[label], key=lambda x: x["chunks_per_s"])[len(rounds[label]) // 2]
-                results[(adapter, label, connections)] = r
+                r = results[(adapter, label, connections)] = medians[label]
                 report.add(t, {
                     "adapter": adapter, "connections": connections, "server": label,
                     "chunks_per_s": r["chunks_per_s"], "frames_per_s": r["frames_per_s"],
@@ -380,15 +387,10 @@ def uvloop(report: Report, quick: bool) -> None:
     t = "uvloop: end to end, streamcore against the raw transport on the same loop"
     for adapter in TARGET_ADAPTERS:
         for connections in levels:
-            chunks = max(10, total // connections)
-            rounds: dict[str, list[dict]] = {"raw": [], "streamcore": []}
-            for _ in range(runs):  # rounds of both servers in turn, as in the transport section
-                for impl in rounds:
-                    rounds[impl].append(e2e.throughput(adapter, impl, connections, chunks, loop="uvloop"))
-            med = {}
-            for impl, rs in rounds.items():
+            med = _in_rounds(adapter, connections, max(10, total // connections), runs,
+                             [("raw", False, "raw"), ("streamcore", False, "streamcore")], loop="uvloop")
+            for impl in med:
                 report.step(f"{adapter}, {connections:,} connection{'s' if connections > 1 else ''}, {impl}, uvloop")
-                med[impl] = sorted(rs, key=lambda x: x["chunks_per_s"])[len(rs) // 2]
             raw, sc = med["raw"], med["streamcore"]
             speed = sc["chunks_per_s"] / raw["chunks_per_s"]
             cpu = sc["server_cpu_us_per_chunk"] / raw["server_cpu_us_per_chunk"]

@@ -21,7 +21,11 @@ __all__ = ["ConversationStore", "MemoryConversationStore"]
 
 
 class ConversationStore(Protocol):
-    """Where conversation history lives (memory now; Redis behind the same interface)."""
+    """Where conversation history lives (memory now; Redis behind the same interface).
+
+    A store whose coroutines never wait may set ``immediate = True``: a run then records
+    its turn without the deadline and shield it gives stores that do I/O.
+    """
 
     async def history(self, owner: str, conversation_id: str) -> list[ChatMessage]:
         """The conversation's messages, oldest first (empty when unknown)."""
@@ -54,8 +58,7 @@ class MemoryConversationStore:
         max_conversations: conversations kept in all.
     """
 
-    #: Its coroutines finish without ever waiting: a caller needs no deadline or shield
-    #: around them (a run records its turn without a cancel scope, 7 us less per reply).
+    #: Its coroutines finish without ever waiting (see ConversationStore).
     immediate = True
 
     def __init__(

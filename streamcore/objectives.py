@@ -268,7 +268,11 @@ def apply_updates(
 
 
 class ObjectiveStore(Protocol):
-    """Where objectives live. Every call is scoped by the owner's id."""
+    """Where objectives live. Every call is scoped by the owner's id.
+
+    A store whose coroutines never wait may set ``immediate = True``: a run then stores its
+    objective without the deadline and shield it gives stores that do I/O.
+    """
 
     async def add(self, owner: str, objective: Any) -> None:
         """Store a newly generated objective."""
@@ -295,6 +299,9 @@ class InMemoryObjectiveStore:
         max_total_bytes: bytes of objectives held in all; the least recently used owners
             go first (never the owner being served).
     """
+
+    #: Its coroutines finish without ever waiting (see ObjectiveStore).
+    immediate = True
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ then is cancelled (``user_cancelled``), unless ``[runs] always_finish`` is set.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -505,15 +506,11 @@ class Run:
         conv = self.conversation
         if conv is not None:
             turn = [conv.user_message] + ([ChatMessage("assistant", text)] if text else [])
-            store = engine.conversations
-            if getattr(store, "immediate", False):  # never waits: nothing to bound or shield
-                await store.add_turn(conv.owner, conv.id, turn)
-            else:
-                with anyio.move_on_after(cleanup, shield=True):
-                    await store.add_turn(conv.owner, conv.id, turn)
+            conversations = engine.conversations
+            await _store_call(conversations, conversations.add_turn(conv.owner, conv.id, turn), cleanup)
         if objective is not None:
-            with anyio.move_on_after(cleanup, shield=True):
-                await engine.objectives.add(self.owner, objective)
+            objectives = engine.objectives
+            await _store_call(objectives, objectives.add(self.owner, objective), cleanup)
             elapsed = round((time.perf_counter() - self.t0) * 1000)
             self._emit(self.machine.app(
                 EventType.OBJECTIVE_GENERATED, ObjectiveGeneratedData(objective, elapsed, self.message_id)
@@ -555,6 +552,17 @@ class Run:
         self.engine._run_sealed(self)
         if self._done is not None:
             self._done.set()
+
+
+async def _store_call(store: Any, call: Awaitable[None], timeout: float) -> None:
+    """Await a store's ``call`` once the run has ended: shielded from the run's cancellation
+    and bounded by ``timeout``, unless the store never waits (``immediate``), which needs
+    neither (a cancel scope per reply is measurable: about 20 us)."""
+    if getattr(store, "immediate", False):
+        await call
+        return
+    with anyio.move_on_after(timeout, shield=True):
+        await call
 
 
 def _check_encodable(text: str) -> None:

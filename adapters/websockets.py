@@ -13,7 +13,7 @@ costs nothing for apps that use another adapter.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Generator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -31,14 +31,31 @@ __all__ = ["WebsocketsConnection", "serve"]
 
 
 class WebsocketsConnection:
-    """:class:`~streamcore.transport.Connection` over a websockets ``ServerConnection``."""
+    """:class:`~streamcore.transport.Connection` over a websockets ``ServerConnection``.
 
-    def __init__(self, ws: ServerConnection, *, binary: bool) -> None:
+    Frames are written through the connection's Sans-I/O ``protocol`` and ``send_data()``
+    while the connection is open, no fragmented message is being sent and the socket
+    takes data (not ``paused``): what ``send()`` does, without its per-frame
+    ``async with`` context, checks for fragments and iterables, and await. Anything else
+    (closing, a full socket buffer) goes through ``send()``, the library's own path.
+    ``send_now`` (see :mod:`streamcore.transport`; off with ``eager=False``) takes the
+    same fast path from a run's task while the connection's writer is idle. With a
+    websockets release that lacks these attributes, every frame goes through ``send()``
+    and there is no ``send_now``.
+    """
+
+    __slots__ = ("_ws", "_text", "_closed_exc", "_fast", "_eager", "_open", "__weakref__")
+
+    def __init__(self, ws: ServerConnection, *, binary: bool, eager: bool = True) -> None:
         import websockets.exceptions
+        from websockets.protocol import State
 
         self._ws = ws
         self._text = not binary
         self._closed_exc = websockets.exceptions.ConnectionClosed
+        self._open = State.OPEN
+        self._fast = all(hasattr(ws, name) for name in _FAST_PATH)
+        self._eager = eager and self._fast
 
     async def receive(self) -> str | bytes:
         try:
@@ -47,14 +64,66 @@ class WebsocketsConnection:
             raise ConnectionClosed(exc.rcvd.code if exc.rcvd else 1006) from None
 
     async def send(self, frame: bytes) -> None:
+        if self._fast and self._write(frame):
+            if self._ws.paused:  # the socket buffer is over its high-water mark
+                await self._drain()
+            return
         try:
             await self._ws.send(frame, text=self._text)
         except self._closed_exc as exc:
             raise ConnectionClosed(exc.rcvd.code if exc.rcvd else 1006) from None
 
+    @property
+    def send_now(self) -> Callable[[bytes], Any] | None:
+        """``send_now(frame)`` on websockets releases with the fast path, else None (a
+        property, not a bound method kept in an attribute: that would be a reference
+        cycle)."""
+        return self._send_now if self._eager else None
+
+    def _send_now(self, frame: bytes) -> Any:
+        if not self._ws.paused and self._write(frame):
+            return None
+        return _SendLater(self, frame)  # the writer sends it, through send()
+
+    def _write(self, frame: bytes) -> bool:
+        """Write ``frame`` at once if the connection allows it; False: use ``send()``."""
+        ws = self._ws
+        if ws.protocol.state is not self._open or ws.send_in_progress is not None or ws.transport.is_closing():
+            return False
+        if self._text:
+            ws.protocol.send_text(frame)
+        else:
+            ws.protocol.send_binary(frame)
+        ws.send_data()
+        return True
+
+    async def _drain(self) -> None:
+        try:
+            await self._ws.drain()
+        except Exception:  # the connection was lost while the buffer was full
+            raise ConnectionClosed(1006) from None
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         # Bounded by the server's close_timeout, after which the TCP connection is dropped.
         await self._ws.close(code, reason)
+
+
+#: what the fast path reads on a websockets ``ServerConnection`` (websockets >= 15).
+_FAST_PATH = ("protocol", "send_data", "send_in_progress", "paused", "drain", "transport")
+
+
+class _SendLater:
+    """A send for the writer task to do (the coroutine is made only when awaited, so a
+    connection that ends first leaves no never-awaited coroutine behind)."""
+
+    __slots__ = ("_conn", "_frame")
+
+    def __init__(self, conn: WebsocketsConnection, frame: bytes) -> None:
+        self._conn = conn
+        self._frame = frame
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._conn.send(self._frame).__await__()
 
 
 def _info(ws: ServerConnection) -> ConnectionInfo:
@@ -123,7 +192,7 @@ async def serve(
         # over: drop it (the class's own method is left, never called again).
         vars(ws.protocol).pop("select_subprotocol", None)
         info = _info(ws)
-        conn = WebsocketsConnection(ws, binary=info.subprotocol is not None)
+        conn = WebsocketsConnection(ws, binary=info.subprotocol is not None, eager=cfg.server.eager_send)
         await engine.serve(conn, info)
 
     options: dict[str, Any] = dict(

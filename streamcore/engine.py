@@ -717,6 +717,7 @@ class Engine:
             await self._tg.__aenter__()
             self._run_tasks = TaskSet(self._tg)
             self._tg.start_soon(self._sweep)
+            self._tg.start_soon(self._sweep_runs)
             await self._start_backends()
         return self
 
@@ -753,6 +754,7 @@ class Engine:
             self._tg = tg
             self._run_tasks = TaskSet(tg)
             tg.start_soon(self._sweep)
+            tg.start_soon(self._sweep_runs)
             started.set()
             assert self._host_stop is not None  # set by start() before this task
             await self._host_stop.wait()
@@ -767,6 +769,20 @@ class Engine:
             now = time.monotonic()
             for session in list(self.sessions):
                 session.check(now)
+
+    async def _sweep_runs(self) -> None:
+        """One timer for every run's deadline (``first_chunk_timeout``,
+        ``generation_timeout``), instead of two timers set and cancelled per reply. A
+        deadline is enforced at most a tenth of its own length late, and at most a second
+        (at least 10 ms: a tiny timeout must not make this a busy loop)."""
+        lim = self.config.limits
+        tick = max(0.01, min(1.0, lim.first_chunk_timeout / 10, lim.generation_timeout / 10))
+        runs = self.runs
+        while True:
+            await anyio.sleep(tick)
+            now = time.monotonic()
+            for run in [run for run in runs.values() if run.deadline <= now]:
+                run.expire(now)
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """End every run with ``server_shutdown``, flush, and close every socket with 1001.

@@ -125,7 +125,7 @@ class PacedProvider:
 
 
 @pytest.mark.parametrize(
-    "adapter,eager", [("asgi", True), ("starlette", True), ("websockets", False), ("hypercorn", False)]
+    "adapter,eager", [("asgi", True), ("starlette", True), ("websockets", True), ("hypercorn", False)]
 )
 async def test_eager_sends_only_where_the_server_allows_it(adapter: str, eager: bool):
     provider = PacedProvider(20, 16)
@@ -138,16 +138,17 @@ async def test_eager_sends_only_where_the_server_allows_it(adapter: str, eager: 
         assert (session.outbox.send_now is not None) is eager
 
 
-async def test_eager_send_can_be_turned_off():
+@pytest.mark.parametrize("adapter", ["asgi", "websockets"])
+async def test_eager_send_can_be_turned_off(adapter: str):
     engine = make_engine(PacedProvider(5, 16), server={"eager_send": False})
-    async with running(engine, "asgi") as url, connect(url) as client:
+    async with running(engine, adapter) as url, connect(url) as client:
         await client.send("USER_MESSAGE", {"content": "go"})
         check_stream(await client.until("AI_MESSAGE_END"))
         (session,) = engine.sessions
         assert session.outbox.send_now is None
 
 
-@pytest.mark.parametrize("adapter", ["asgi", "starlette"])
+@pytest.mark.parametrize("adapter", ["asgi", "starlette", "websockets"])
 @pytest.mark.parametrize("coalesce", [True, False])
 async def test_a_reader_that_stops_reading_gets_every_chunk_once_in_order(adapter: str, coalesce: bool):
     # 8 MB of 8 KB chunks against a client that reads nothing until the provider is done:
@@ -181,3 +182,48 @@ async def test_a_reader_that_stops_reading_gets_every_chunk_once_in_order(adapte
     assert seqs == sorted(set(seqs)) and seqs[-1] == len(provider.pieces) + 1  # START is seq 1
     if not coalesce:
         assert len(chunks) == len(provider.pieces)
+
+
+async def test_websockets_without_the_fast_path_sends_through_send(monkeypatch):
+    # A websockets release without the attributes the fast path reads: every frame goes
+    # through ServerConnection.send() and there is no eager send; the stream is the same.
+    import streamcore.adapters.websockets as adapter_module
+    from websockets.asyncio.server import ServerConnection
+
+    monkeypatch.setattr(adapter_module, "_FAST_PATH", adapter_module._FAST_PATH + ("no_such_attribute",))
+    sent = []
+    real_send = ServerConnection.send
+
+    async def counting_send(self, message, text=None):
+        sent.append(message)
+        await real_send(self, message, text=text)
+
+    monkeypatch.setattr(ServerConnection, "send", counting_send)
+    provider = PacedProvider(20, 16)
+    engine = make_engine(provider)
+    async with running(engine, "websockets") as url, connect(url) as client:
+        await client.send("USER_MESSAGE", {"content": "go"})
+        frames = await client.until("AI_MESSAGE_END")
+        (session,) = engine.sessions
+        assert session.outbox.send_now is None
+    check_stream(frames)
+    assert len(sent) == len(frames)  # THINKING, START, 20 chunks, END: each through send()
+
+
+async def test_websockets_fast_path_bypasses_send(monkeypatch):
+    from websockets.asyncio.server import ServerConnection
+
+    sent = []
+    real_send = ServerConnection.send
+
+    async def counting_send(self, message, text=None):
+        sent.append(message)
+        await real_send(self, message, text=text)
+
+    monkeypatch.setattr(ServerConnection, "send", counting_send)
+    engine = make_engine(PacedProvider(20, 16))
+    async with running(engine, "websockets") as url, connect(url) as client:
+        await client.send("USER_MESSAGE", {"content": "go"})
+        frames = await client.until("AI_MESSAGE_END")
+    check_stream(frames)
+    assert sent == []  # an open connection with room in its buffer: never through send()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 import anyio
@@ -294,6 +295,37 @@ async def test_total_generation_timeout_keeps_partial_text():
         frames = await c.receive_until("AI_MESSAGE_END")
     end = check_stream(frames)
     assert end["stopReason"] == "timeout" and end["content"] == "ab"
+    assert "took too long" in next(f["data"]["message"] for f in frames if f["type"] == "ERROR")
+
+
+async def test_first_delta_moves_the_deadline_to_the_generation_timeout():
+    # The engine's sweeper enforces both deadlines (no timer per run): after the first
+    # delta, the first-chunk deadline no longer applies, the generation's does.
+    provider = ScriptedProvider(("a", "b"), hang_after=1)
+    engine = make_engine(provider, limits={"first_chunk_timeout": 0.2, "generation_timeout": 0.5})
+    async with session(engine) as c:
+        await c.send("USER_MESSAGE", {"content": "x"})
+        frames = await c.receive_until("AI_MESSAGE_END")
+    end = check_stream(frames)
+    assert end["stopReason"] == "timeout" and end["content"] == "a"
+    assert "took too long" in next(f["data"]["message"] for f in frames if f["type"] == "ERROR")
+
+
+async def test_run_expire_cancels_only_past_its_deadline():
+    provider = ScriptedProvider(("a", "b"), gate_after=1)
+    engine = make_engine(provider, limits={"first_chunk_timeout": 60, "generation_timeout": 600})
+    async with session(engine) as c:
+        await c.send("USER_MESSAGE", {"content": "x"})
+        with anyio.fail_after(5):
+            await provider.reached_gate.wait()
+        run = next(iter(engine.runs.values()))
+        assert 540 < run.deadline - time.monotonic() <= 600  # the generation's, not the first chunk's
+        run.expire(run.deadline - 1)  # not yet: nothing happens
+        assert not run.scope.cancel_called
+        run.expire(run.deadline)
+        frames = await c.receive_until("AI_MESSAGE_END")
+    end = check_stream(frames)
+    assert end["stopReason"] == "timeout" and end["content"] == "a"
     assert "took too long" in next(f["data"]["message"] for f in frames if f["type"] == "ERROR")
 
 

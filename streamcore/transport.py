@@ -14,7 +14,9 @@ close code, an SSE driver ends its response.
 
 A connection may also offer ``send_now(frame)``: start the send in the calling task and
 return None once done, or a :class:`FinishSend` for the writer task to await. The engine
-uses it to send a chunk straight from the run's task while the writer is idle.
+uses it to send a chunk straight from the run's task while the writer is idle. It may
+offer ``send_many(frames)`` too: send several frames, in order and each its own frame, in
+one write to the socket; the writer uses it for a batch of pending frames.
 """
 
 from __future__ import annotations

@@ -1,0 +1,93 @@
+"""A connection's writer hands a batch of pending frames to ``send_many`` when the
+transport has it (the websockets adapter: one socket write for the batch), in batches of
+about ``_BATCH_BYTES`` so that the slow-client check still sees progress. Each chunk stays
+its own WebSocket frame, in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from streamcore import Completion
+from streamcore.outbox import Outbox
+from streamcore.session import _BATCH_BYTES, _send_batches
+
+from .helpers import TIMEOUT, check_stream, connect, make_engine, running
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def test_batches_keep_order_stay_under_the_bound_and_count_progress():
+    frames = [bytes([65 + i % 26]) * size for i, size in enumerate([100, 20_000, 15_000, 40_000, 10, 10, 32_000])]
+    calls: list[tuple[str, list[bytes]]] = []
+    progress: list[int] = []
+    outbox = Outbox(1 << 20)
+
+    async def send(frame: bytes) -> None:
+        calls.append(("send", [frame]))
+        progress.append(outbox.sent_bytes)
+
+    async def send_many(batch: list[bytes]) -> None:
+        calls.append(("many", batch))
+        progress.append(outbox.sent_bytes)
+
+    await _send_batches(frames, send, send_many, outbox)
+    assert [f for _, batch in calls for f in batch] == frames  # every frame once, in order
+    assert _BATCH_BYTES == 32 * 1024
+    assert [(kind, [len(f) for f in batch]) for kind, batch in calls] == [
+        ("many", [100, 20_000]),
+        ("send", [15_000]),  # 15,000 + 40,000 is over the bound
+        ("send", [40_000]),  # alone over the bound: sent on its own
+        ("many", [10, 10, 32_000]),
+    ]
+    for kind, batch in calls:
+        assert kind == "send" or sum(map(len, batch)) <= _BATCH_BYTES
+    # Progress is counted after each call, not once at the end.
+    assert progress == sorted(progress) and len(set(progress)) == len(progress)
+    assert outbox.sent_bytes == sum(map(len, frames))
+
+
+class BurstProvider:
+    """Yields ``count`` pieces with no await in between: the writer finds them all pending."""
+
+    model = "burst"
+
+    def __init__(self, count: int) -> None:
+        self.pieces = [f"{i:05d} " for i in range(count)]
+
+    async def stream(self, request: Any):
+        for piece in self.pieces:
+            yield piece
+        yield Completion()
+
+
+async def test_websockets_writes_a_burst_in_batches_each_chunk_its_own_frame(monkeypatch):
+    from streamcore.adapters.websockets import WebsocketsConnection
+
+    batches: list[int] = []
+    real = WebsocketsConnection.send_many
+
+    async def counting(self, frames):
+        batches.append(len(frames))
+        await real(self, frames)
+
+    monkeypatch.setattr(WebsocketsConnection, "send_many", counting)
+    provider = BurstProvider(300)
+    engine = make_engine(provider, limits={"coalesce_chunks": False})
+    async with running(engine, "websockets") as url, connect(url) as client:
+        await client.send("USER_MESSAGE", {"content": "go"})
+        with anyio.fail_after(TIMEOUT):
+            frames = await client.until("AI_MESSAGE_END")
+    end = check_stream(frames)
+    chunks = [f["data"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"]
+    assert [c["content"] for c in chunks] == provider.pieces  # one frame per chunk, in order
+    assert [c["index"] for c in chunks] == list(range(300))
+    assert end["content"] == "".join(provider.pieces)
+    assert batches and max(batches) > 1  # the burst went out in batches

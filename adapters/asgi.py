@@ -145,9 +145,15 @@ async def accept_and_serve(
     if subprotocol:
         accept["subprotocol"] = subprotocol
     await send(accept)
-    conn = ASGIConnection(
-        receive, send, binary=subprotocol is not None, closed_errors=closed_errors,
+    options: dict[str, Any] = dict(
+        binary=subprotocol is not None, closed_errors=closed_errors,
         eager=engine.config.server.eager_send and eager_safe(server_receive or receive),
+    )
+    from ._direct import DirectConnection, direct_protocol
+
+    proto = direct_protocol(receive, send)
+    conn = DirectConnection(receive, send, proto, **options) if proto is not None else ASGIConnection(
+        receive, send, **options
     )
     await engine.serve(conn, info)
 

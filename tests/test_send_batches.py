@@ -91,3 +91,81 @@ async def test_websockets_writes_a_burst_in_batches_each_chunk_its_own_frame(mon
     assert [c["index"] for c in chunks] == list(range(300))
     assert end["content"] == "".join(provider.pieces)
     assert batches and max(batches) > 1  # the burst went out in batches
+
+
+def _count_asgi_sends(monkeypatch) -> list[Any]:
+    """Count the messages given to uvicorn's own ASGI ``send`` (the websockets-sansio one)."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    messages: list[Any] = []
+    real = WebSocketsSansIOProtocol.send
+
+    async def counting(self, message):
+        messages.append(message)
+        await real(self, message)
+
+    monkeypatch.setattr(WebSocketsSansIOProtocol, "send", counting)
+    return messages
+
+
+async def test_uvicorn_frames_go_straight_to_the_protocol_in_batches(monkeypatch):
+    from streamcore.adapters._direct import DirectConnection
+
+    messages = _count_asgi_sends(monkeypatch)
+    provider = BurstProvider(300)
+    engine = make_engine(provider, limits={"coalesce_chunks": False})
+    async with running(engine, "asgi") as url, connect(url) as client:
+        await client.send("USER_MESSAGE", {"content": "go"})
+        with anyio.fail_after(TIMEOUT):
+            frames = await client.until("AI_MESSAGE_END")
+        (session,) = engine.sessions
+        assert type(session.conn) is DirectConnection
+    check_stream(frames)
+    chunks = [f["data"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"]
+    assert [c["content"] for c in chunks] == provider.pieces
+    # Only the handshake's accept went through the ASGI send: no frame did.
+    assert [m["type"] for m in messages] == ["websocket.accept"]
+
+
+async def test_a_middleware_around_the_app_sees_every_frame(monkeypatch):
+    # With anything between uvicorn and the app (here a pure ASGI middleware that counts
+    # what is sent), frames keep going through the ASGI send, where it can see them.
+    from streamcore.adapters.asgi import ASGIConnection, StreamcoreASGI
+    from streamcore.adapters.uvicorn import serve
+
+    messages = _count_asgi_sends(monkeypatch)
+    seen: list[str] = []
+    engine = make_engine(BurstProvider(50), limits={"coalesce_chunks": False})
+    inner = StreamcoreASGI(engine, lifespan=False)
+
+    async def middleware(scope, receive, send):
+        async def observed(message):
+            seen.append(message["type"])
+            await send(message)
+
+        await inner(scope, receive, observed)
+
+    async with serve(engine, "127.0.0.1", 0, app=middleware) as (_, port), \
+            connect(f"ws://127.0.0.1:{port}{engine.config.server.path}") as client:
+        await client.send("USER_MESSAGE", {"content": "go"})
+        with anyio.fail_after(TIMEOUT):
+            frames = await client.until("AI_MESSAGE_END")
+        (session,) = engine.sessions
+        assert type(session.conn) is ASGIConnection
+    check_stream(frames)
+    assert seen.count("websocket.send") == len(frames) == len(messages) - 1  # + the accept
+
+
+async def test_starlette_keeps_the_asgi_send(monkeypatch):
+    from streamcore.adapters.asgi import ASGIConnection
+
+    messages = _count_asgi_sends(monkeypatch)
+    engine = make_engine(BurstProvider(50), limits={"coalesce_chunks": False})
+    async with running(engine, "starlette") as url, connect(url) as client:
+        await client.send("USER_MESSAGE", {"content": "go"})
+        with anyio.fail_after(TIMEOUT):
+            frames = await client.until("AI_MESSAGE_END")
+        (session,) = engine.sessions
+        assert type(session.conn) is ASGIConnection
+    check_stream(frames)
+    assert len(messages) == len(frames) + 1

@@ -1,0 +1,86 @@
+"""Frames written straight to uvicorn's ``websockets-sansio`` protocol.
+
+Under uvicorn, an ASGI ``websocket.send`` of a text frame costs a message dict, the frame
+decoded to ``str`` by the app and encoded back by the server, a coroutine and a socket
+write per frame. When the app is uvicorn's own callee (``send`` and ``receive`` are bound
+methods of the same ``WebSocketsSansIOProtocol``: no middleware in between that could
+observe or change what is sent), :class:`DirectConnection` hands the encoded frames to
+the protocol's Sans-I/O ``conn`` (the websockets library's ``ServerProtocol``) and writes
+a batch of them in one ``transport.write``, exactly what uvicorn's ``send`` does for each,
+while the protocol is open and its socket takes data. Anything else (flow control
+waiting, closing, a disconnected peer) goes through the ASGI ``send``, which waits or
+raises as uvicorn decides. A uvicorn release whose protocol lacks what is read here is
+not recognised, and the app keeps the plain ASGI path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from streamcore.transport import FinishSend, start_send
+
+from .asgi import ASGIConnection, Receive, Send
+
+__all__ = ["DirectConnection", "direct_protocol"]
+
+_PROTOCOL = ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol")
+#: what is read on the protocol (uvicorn >= 0.35).
+_ATTRS = ("conn", "transport", "writable", "disconnected", "close_sent", "handshake_complete", "initial_response")
+
+
+def direct_protocol(receive: Receive, send: Send) -> Any:
+    """uvicorn's sans-I/O protocol object when ``send`` and ``receive`` are its own, else None."""
+    proto = getattr(send, "__self__", None)
+    if proto is None or getattr(receive, "__self__", None) is not proto:
+        return None  # wrapped (a framework, a middleware): keep the ASGI path
+    cls = type(proto)
+    if (cls.__module__, cls.__qualname__) != _PROTOCOL or not all(hasattr(proto, a) for a in _ATTRS):
+        return None
+    return proto
+
+
+class DirectConnection(ASGIConnection):
+    """An :class:`~adapters.asgi.ASGIConnection` that writes frames to uvicorn's protocol."""
+
+    __slots__ = ("_proto", "_invalid")
+
+    def __init__(self, receive: Receive, send: Send, proto: Any, **kwargs: Any) -> None:
+        from websockets.exceptions import InvalidState
+
+        super().__init__(receive, send, **kwargs)
+        self._proto = proto
+        self._invalid = InvalidState
+
+    def _write(self, frames: Iterable[bytes]) -> bool:
+        """Write ``frames`` in one socket write if the protocol takes them now; False: use
+        the ASGI ``send`` (it waits for the socket, or raises for a closed connection)."""
+        p = self._proto
+        if self._closed or p.disconnected or p.close_sent or not p.writable.is_set() or p.transport.is_closing():
+            return False
+        if not p.handshake_complete or p.initial_response is not None:
+            return False
+        write = p.conn.send_binary if self._binary else p.conn.send_text
+        try:
+            for frame in frames:
+                write(frame)
+        except self._invalid:  # not open (a close under way): raised at the first frame
+            return False
+        p.transport.write(b"".join(p.conn.data_to_send()))
+        return True
+
+    async def send(self, frame: bytes) -> None:
+        if not self._write((frame,)):
+            await ASGIConnection.send(self, frame)
+
+    async def send_many(self, frames: list[bytes]) -> None:
+        """Send ``frames`` in order, each its own WebSocket frame, in one socket write."""
+        if self._write(frames):
+            return
+        for frame in frames:
+            await self.send(frame)
+
+    def _send_now(self, frame: bytes) -> FinishSend | None:
+        if self._write((frame,)):
+            return None
+        return start_send(ASGIConnection.send(self, frame))

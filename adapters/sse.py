@@ -293,6 +293,18 @@ class SSEStream:
         if frame:
             await self._write(frame)
 
+    async def send_many(self, frames: list[bytes]) -> None:
+        """Send several frames as one body message (SSE events delimit themselves)."""
+        if not self.started or any(frame is LATE for frame in frames):
+            for frame in frames:
+                await self.send(frame)
+            return
+        if self.ended or self.client_gone:
+            raise ConnectionClosed(1006)
+        body = b"".join(frames)
+        if body:
+            await self._write(body)
+
     async def close(self, code: int = CloseReason.NORMAL, reason: str = "") -> None:
         if self.ended:
             return

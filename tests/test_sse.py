@@ -327,6 +327,34 @@ async def test_envelope_sse_streams_what_the_websocket_does():
         assert response.headers["x-streamcore-message-id"] == events[-1]["data"]["data"]["messageId"]
 
 
+async def test_a_burst_of_events_leaves_in_fewer_body_messages_each_event_intact():
+    # The writer hands a batch of pending frames to SSEStream.send_many: one ASGI body
+    # message (one socket write) for several events; the events are the same.
+    from streamcore.adapters.uvicorn import serve
+
+    engine = make_engine(ScriptedProvider(tuple(f"mot{i} " for i in range(300))), limits={"coalesce_chunks": False})
+    inner = SSEApp(engine, StreamcoreASGI(engine, lifespan=False))
+    bodies: list[bytes] = []
+
+    async def app(scope, receive, send):
+        async def observed(message):
+            if message["type"] == "http.response.body":
+                bodies.append(message.get("body", b""))
+            await send(message)
+
+        await inner(scope, receive, observed)
+
+    async with serve(engine, "127.0.0.1", 0, app=app) as (host, port), \
+            httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=TIMEOUT) as http:
+        response = await http.post("/sse", json={"type": "USER_MESSAGE", "data": {"content": "raconte"}})
+    events = parse_sse(response.text)
+    chunks = [e["data"]["data"] for e in events if e["data"]["type"] == "AI_MESSAGE_CHUNK"]
+    assert [c["content"] for c in chunks] == [f"mot{i} " for i in range(300)]
+    assert [c["index"] for c in chunks] == list(range(300))
+    assert b"".join(bodies) == response.content
+    assert len([b for b in bodies if b]) < len(events)  # batched: fewer messages than events
+
+
 async def test_envelope_sse_resumes_after_last_event_id_mid_run():
     provider = ScriptedProvider(PIECES, gate_after=12)
     engine = make_engine(provider)

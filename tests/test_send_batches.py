@@ -169,3 +169,19 @@ async def test_starlette_keeps_the_asgi_send(monkeypatch):
         assert type(session.conn) is ASGIConnection
     check_stream(frames)
     assert len(messages) == len(frames) + 1
+
+
+@pytest.mark.parametrize("adapter", ["websockets", "asgi"])
+async def test_permessage_deflate_on_the_direct_paths(adapter: str):
+    # Frames handed to the Sans-I/O protocol are compressed by its negotiated extension,
+    # batches included.
+    provider = BurstProvider(300)
+    engine = make_engine(provider, limits={"coalesce_chunks": False}, server={"compression": True})
+    async with running(engine, adapter) as url, connect(url, compression="deflate") as client:
+        assert client.ws.protocol.extensions  # permessage-deflate was negotiated
+        await client.send("USER_MESSAGE", {"content": "go"})
+        with anyio.fail_after(TIMEOUT):
+            frames = await client.until("AI_MESSAGE_END")
+    end = check_stream(frames)
+    assert end["content"] == "".join(provider.pieces)
+    assert [f["data"]["content"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"] == provider.pieces

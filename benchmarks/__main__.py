@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         report.print("Quick run: a smoke test of every benchmark at small sizes (about a minute); its figures "
                      "are not judged.")
     else:
-        report.print("Full run: about 13 minutes on 2 cores; figures are meaningful only on an otherwise idle "
+        report.print("Full run: about 10 minutes on 2 cores; figures are meaningful only on an otherwise idle "
                      "machine.")
     report.print(f"Sections: {', '.join(wanted)}. A progress line precedes each measurement; each section's "
                  "tables follow it.")

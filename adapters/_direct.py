@@ -25,7 +25,7 @@ from .asgi import ASGIConnection, Receive, Send
 __all__ = ["DirectConnection", "direct_protocol"]
 
 _PROTOCOL = ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol")
-#: what is read on the protocol (uvicorn >= 0.35).
+#: what is read on the protocol (uvicorn 0.54 has all of it; a release without it keeps the ASGI path).
 _ATTRS = ("conn", "transport", "writable", "disconnected", "close_sent", "handshake_complete", "initial_response")
 
 

@@ -134,7 +134,8 @@ class WebsocketsConnection:
         await self._ws.close(code, reason)
 
 
-#: what the fast path reads on a websockets ``ServerConnection`` (websockets >= 15).
+#: what the fast path reads on a websockets ``ServerConnection`` (websockets 17 has all of it; a
+#: release without it keeps ``send()``).
 _FAST_PATH = ("protocol", "send_data", "send_in_progress", "paused", "drain", "transport")
 
 

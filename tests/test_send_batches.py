@@ -15,6 +15,7 @@ from streamcore.outbox import Outbox
 from streamcore.session import _BATCH_BYTES, _send_batches
 
 from .helpers import TIMEOUT, check_stream, connect, make_engine, running
+from .test_policy import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -185,3 +186,44 @@ async def test_permessage_deflate_on_the_direct_paths(adapter: str):
     end = check_stream(frames)
     assert end["content"] == "".join(provider.pieces)
     assert [f["data"]["content"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"] == provider.pieces
+
+
+class EndlessProvider:
+    """Yields small pieces until cancelled, giving the loop a turn every 50 pieces."""
+
+    model = "endless"
+
+    async def stream(self, request: Any):
+        i = 0
+        while True:
+            i += 1
+            if i % 50 == 0:
+                await anyio.sleep(0)
+            yield "x "
+
+
+@pytest.mark.parametrize("adapter", ["websockets", "asgi"])
+async def test_a_peer_reset_mid_burst_ends_only_its_connection(adapter: str, caplog):
+    # A client whose TCP connection is reset while frames are being written straight to the
+    # socket: its session ends, with nothing logged as an error, and another client's
+    # stream on the same server goes on to its END.
+    import logging
+    import socket
+    import struct
+
+    caplog.set_level(logging.WARNING, logger="streamcore")
+    engine = make_engine(EndlessProvider(), limits={"coalesce_chunks": False}, runs={"grace_period": 0})
+    async with running(engine, adapter) as url, connect(url) as victim, connect(url) as other:
+        await victim.send("USER_MESSAGE", {"content": "go"})
+        await victim.until("AI_MESSAGE_CHUNK")
+        await other.send("USER_MESSAGE", {"content": "go"})
+        await other.until("AI_MESSAGE_CHUNK")
+        sock = victim.ws.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        victim.ws.transport.abort()  # RST: the server's next writes fail
+        await wait_until(lambda: len(engine.sessions) == 1, "the reset connection's session to end")
+        await other.send("STOP_GENERATION", {})
+        with anyio.fail_after(TIMEOUT):
+            frames = await other.until("AI_MESSAGE_END")
+    assert frames[-1]["data"]["stopReason"] == "user_cancelled"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -34,10 +34,10 @@ class WebsocketsConnection:
     """:class:`~streamcore.transport.Connection` over a websockets ``ServerConnection``.
 
     Frames are written through the connection's Sans-I/O ``protocol`` and ``send_data()``
-    while the connection is open, no fragmented message is being sent and the socket
-    takes data (not ``paused``): what ``send()`` does, without its per-frame
-    ``async with`` context, checks for fragments and iterables, and await. Anything else
-    (closing, a full socket buffer) goes through ``send()``, the library's own path.
+    while the connection is open and no fragmented message is being sent, then a paused
+    socket is drained: what ``send()`` does, without its per-frame ``async with`` context,
+    checks for fragments and iterables, and await. A closing connection goes through
+    ``send()``, the library's own path.
     ``send_now`` (see :mod:`streamcore.transport`; off with ``eager=False``) takes the
     same fast path from a run's task while the connection's writer is idle. With a
     websockets release that lacks these attributes, every frame goes through ``send()``
@@ -126,7 +126,7 @@ class WebsocketsConnection:
     async def _drain(self) -> None:
         try:
             await self._ws.drain()
-        except Exception:  # the connection was lost while the buffer was full
+        except OSError:  # the connection was lost while the buffer was full
             raise ConnectionClosed(1006) from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

@@ -410,7 +410,6 @@ class Run:
                                 completion = item
                     finally:
                         machine.size = size
-                        self.deadline = _NEVER
                 if scope.cancelled_caught and self.stop_reason is None:
                     self.stop_reason = "timeout"
                     failure = StreamcoreError(
@@ -424,6 +423,9 @@ class Run:
             except Exception as exc:  # a provider bug: never crash anything else
                 _log.exception("provider.failed", message_id=self.message_id)
                 failure = ProviderError(f"the provider failed: {type(exc).__name__}")
+            # The provider part is over, however it ended: the sweeper must not cancel
+            # what follows (the follow-up questions reuse self.scope).
+            self.deadline = _NEVER
             # END first, then release the stream: readers are not kept waiting by a slow
             # (or hung: bounded by cleanup_timeout) close.
             objective = self._log_end(completion, failure, model, ttft)

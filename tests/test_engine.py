@@ -302,10 +302,13 @@ async def test_first_delta_moves_the_deadline_to_the_generation_timeout():
     # The engine's sweeper enforces both deadlines (no timer per run): after the first
     # delta, the first-chunk deadline no longer applies, the generation's does.
     provider = ScriptedProvider(("a", "b"), hang_after=1)
-    engine = make_engine(provider, limits={"first_chunk_timeout": 0.2, "generation_timeout": 0.5})
+    engine = make_engine(provider, limits={"first_chunk_timeout": 0.2, "generation_timeout": 0.6})
     async with session(engine) as c:
+        t0 = time.monotonic()
         await c.send("USER_MESSAGE", {"content": "x"})
         frames = await c.receive_until("AI_MESSAGE_END")
+        # Never before the generation's deadline (a lower bound: no timing luck involved).
+        assert time.monotonic() - t0 >= 0.6
     end = check_stream(frames)
     assert end["stopReason"] == "timeout" and end["content"] == "a"
     assert "took too long" in next(f["data"]["message"] for f in frames if f["type"] == "ERROR")

@@ -33,7 +33,10 @@ def _server_side_types(adapter: str) -> tuple[type, ...]:
     else:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-        kinds += [ASGIConnection, WebSocketsSansIOProtocol]
+        from streamcore.adapters._direct import DirectConnection
+
+        # uvicorn calling the app itself gets a DirectConnection; Starlette an ASGIConnection.
+        kinds += [ASGIConnection, DirectConnection, WebSocketsSansIOProtocol]
     return tuple(kinds)
 
 

@@ -13,7 +13,7 @@ costs nothing for apps that use another adapter.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -33,10 +33,10 @@ __all__ = ["WebsocketsConnection", "serve"]
 class WebsocketsConnection:
     """:class:`~streamcore.transport.Connection` over a websockets ``ServerConnection``.
 
-    Frames are written through the connection's Sans-I/O ``protocol`` and ``send_data()``
-    while the connection is open and no fragmented message is being sent, then a paused
-    socket is drained: what ``send()`` does, without its per-frame ``async with`` context,
-    checks for fragments and iterables, and await. A closing connection goes through
+    Frames are written through the connection's Sans-I/O ``protocol`` (one socket write
+    for a frame or a batch) while the connection is open and no fragmented message is
+    being sent, then a paused socket is drained: what ``send()`` does, without its
+    per-frame ``async with`` context, checks for fragments and iterables, and await. A closing connection goes through
     ``send()``, the library's own path.
     ``send_now`` (see :mod:`streamcore.transport`; off with ``eager=False``) takes the
     same fast path from a run's task while the connection's writer is idle. With a
@@ -64,7 +64,7 @@ class WebsocketsConnection:
             raise ConnectionClosed(exc.rcvd.code if exc.rcvd else 1006) from None
 
     async def send(self, frame: bytes) -> None:
-        if self._fast and self._write(frame):
+        if self._fast and self._write((frame,)):
             if self._ws.paused:  # the socket buffer is over its high-water mark
                 await self._drain()
             return
@@ -76,12 +76,31 @@ class WebsocketsConnection:
     async def send_many(self, frames: list[bytes]) -> None:
         """Send ``frames`` in order, each its own WebSocket frame, in one socket write
         (one system call for a batch of pending chunks instead of one per chunk)."""
-        ws = self._ws
-        if not self._fast or ws.protocol.state is not self._open or ws.send_in_progress is not None \
-                or ws.transport.is_closing():
-            for frame in frames:
-                await self.send(frame)
+        if self._fast and self._write(frames):
+            if self._ws.paused:
+                await self._drain()
             return
+        for frame in frames:
+            await self.send(frame)
+
+    @property
+    def send_now(self) -> Callable[[bytes], Any] | None:
+        """``send_now(frame)`` on websockets releases with the fast path, else None (a
+        property, not a bound method kept in an attribute: that would be a reference
+        cycle)."""
+        return self._send_now if self._eager else None
+
+    def _send_now(self, frame: bytes) -> Any:
+        if not self._ws.paused and self._write((frame,)):
+            return None
+        return _SendLater(self, frame)  # the writer sends it, through send()
+
+    def _write(self, frames: Iterable[bytes]) -> bool:
+        """Write ``frames`` in one socket write if the connection allows it now; False:
+        use ``send()``."""
+        ws = self._ws
+        if ws.protocol.state is not self._open or ws.send_in_progress is not None or ws.transport.is_closing():
+            return False
         send = ws.protocol.send_text if self._text else ws.protocol.send_binary
         for frame in frames:
             send(frame)
@@ -96,31 +115,6 @@ class WebsocketsConnection:
                     ws.transport.close()
         else:
             ws.transport.write(b"".join(data))
-        if ws.paused:
-            await self._drain()
-
-    @property
-    def send_now(self) -> Callable[[bytes], Any] | None:
-        """``send_now(frame)`` on websockets releases with the fast path, else None (a
-        property, not a bound method kept in an attribute: that would be a reference
-        cycle)."""
-        return self._send_now if self._eager else None
-
-    def _send_now(self, frame: bytes) -> Any:
-        if not self._ws.paused and self._write(frame):
-            return None
-        return _SendLater(self, frame)  # the writer sends it, through send()
-
-    def _write(self, frame: bytes) -> bool:
-        """Write ``frame`` at once if the connection allows it; False: use ``send()``."""
-        ws = self._ws
-        if ws.protocol.state is not self._open or ws.send_in_progress is not None or ws.transport.is_closing():
-            return False
-        if self._text:
-            ws.protocol.send_text(frame)
-        else:
-            ws.protocol.send_binary(frame)
-        ws.send_data()
         return True
 
     async def _drain(self) -> None:
@@ -136,7 +130,7 @@ class WebsocketsConnection:
 
 #: what the fast path reads on a websockets ``ServerConnection`` (websockets 17 has all of it; a
 #: release without it keeps ``send()``).
-_FAST_PATH = ("protocol", "send_data", "send_in_progress", "paused", "drain", "transport")
+_FAST_PATH = ("protocol", "send_in_progress", "paused", "drain", "transport")
 
 
 class _SendLater:

@@ -194,6 +194,20 @@ async def connect(url: str, **kwargs: Any) -> AsyncIterator[Client]:
         await ws.close()
 
 
+def record_calls(monkeypatch: Any, cls: type, name: str) -> list[Any]:
+    """Patch the async method ``cls.name`` to record its first argument, then run it as
+    before; return the list the calls are recorded in."""
+    calls: list[Any] = []
+    real = getattr(cls, name)
+
+    async def recording(self: Any, arg: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(arg)
+        return await real(self, arg, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, recording)
+    return calls
+
+
 def types(frames: list[dict[str, Any]]) -> list[str]:
     return [f["type"] for f in frames]
 

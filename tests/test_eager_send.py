@@ -21,7 +21,7 @@ from streamcore.errors import ConnectionClosed
 from streamcore.outbox import Outbox
 from streamcore.transport import FinishSend, start_send
 
-from .helpers import TIMEOUT, check_stream, connect, make_engine, running
+from .helpers import TIMEOUT, check_stream, connect, make_engine, record_calls, running
 
 pytestmark = pytest.mark.anyio
 
@@ -191,14 +191,7 @@ async def test_websockets_without_the_fast_path_sends_through_send(monkeypatch):
     from websockets.asyncio.server import ServerConnection
 
     monkeypatch.setattr(adapter_module, "_FAST_PATH", adapter_module._FAST_PATH + ("no_such_attribute",))
-    sent = []
-    real_send = ServerConnection.send
-
-    async def counting_send(self, message, text=None):
-        sent.append(message)
-        await real_send(self, message, text=text)
-
-    monkeypatch.setattr(ServerConnection, "send", counting_send)
+    sent = record_calls(monkeypatch, ServerConnection, "send")
     provider = PacedProvider(20, 16)
     engine = make_engine(provider)
     async with running(engine, "websockets") as url, connect(url) as client:
@@ -213,14 +206,7 @@ async def test_websockets_without_the_fast_path_sends_through_send(monkeypatch):
 async def test_websockets_fast_path_bypasses_send(monkeypatch):
     from websockets.asyncio.server import ServerConnection
 
-    sent = []
-    real_send = ServerConnection.send
-
-    async def counting_send(self, message, text=None):
-        sent.append(message)
-        await real_send(self, message, text=text)
-
-    monkeypatch.setattr(ServerConnection, "send", counting_send)
+    sent = record_calls(monkeypatch, ServerConnection, "send")
     engine = make_engine(PacedProvider(20, 16))
     async with running(engine, "websockets") as url, connect(url) as client:
         await client.send("USER_MESSAGE", {"content": "go"})

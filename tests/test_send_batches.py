@@ -14,7 +14,7 @@ from streamcore import Completion
 from streamcore.outbox import Outbox
 from streamcore.session import _BATCH_BYTES, _send_batches
 
-from .helpers import TIMEOUT, check_stream, connect, make_engine, running
+from .helpers import TIMEOUT, check_stream, connect, make_engine, record_calls, running
 from .test_policy import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -69,44 +69,34 @@ class BurstProvider:
         yield Completion()
 
 
+async def _reply(client: Any) -> list[dict[str, Any]]:
+    """Ask for one reply and read it to its END, bounded in time as a whole."""
+    await client.send("USER_MESSAGE", {"content": "go"})
+    with anyio.fail_after(TIMEOUT):
+        return await client.until("AI_MESSAGE_END")
+
+
 async def test_websockets_writes_a_burst_in_batches_each_chunk_its_own_frame(monkeypatch):
     from streamcore.adapters.websockets import WebsocketsConnection
 
-    batches: list[int] = []
-    real = WebsocketsConnection.send_many
-
-    async def counting(self, frames):
-        batches.append(len(frames))
-        await real(self, frames)
-
-    monkeypatch.setattr(WebsocketsConnection, "send_many", counting)
+    batches = record_calls(monkeypatch, WebsocketsConnection, "send_many")
     provider = BurstProvider(300)
     engine = make_engine(provider, limits={"coalesce_chunks": False})
     async with running(engine, "websockets") as url, connect(url) as client:
-        await client.send("USER_MESSAGE", {"content": "go"})
-        with anyio.fail_after(TIMEOUT):
-            frames = await client.until("AI_MESSAGE_END")
+        frames = await _reply(client)
     end = check_stream(frames)
     chunks = [f["data"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"]
     assert [c["content"] for c in chunks] == provider.pieces  # one frame per chunk, in order
     assert [c["index"] for c in chunks] == list(range(300))
     assert end["content"] == "".join(provider.pieces)
-    assert batches and max(batches) > 1  # the burst went out in batches
+    assert batches and max(map(len, batches)) > 1  # the burst went out in batches
 
 
 def _count_asgi_sends(monkeypatch) -> list[Any]:
     """Count the messages given to uvicorn's own ASGI ``send`` (the websockets-sansio one)."""
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-    messages: list[Any] = []
-    real = WebSocketsSansIOProtocol.send
-
-    async def counting(self, message):
-        messages.append(message)
-        await real(self, message)
-
-    monkeypatch.setattr(WebSocketsSansIOProtocol, "send", counting)
-    return messages
+    return record_calls(monkeypatch, WebSocketsSansIOProtocol, "send")
 
 
 async def test_uvicorn_frames_go_straight_to_the_protocol_in_batches(monkeypatch):
@@ -116,9 +106,7 @@ async def test_uvicorn_frames_go_straight_to_the_protocol_in_batches(monkeypatch
     provider = BurstProvider(300)
     engine = make_engine(provider, limits={"coalesce_chunks": False})
     async with running(engine, "asgi") as url, connect(url) as client:
-        await client.send("USER_MESSAGE", {"content": "go"})
-        with anyio.fail_after(TIMEOUT):
-            frames = await client.until("AI_MESSAGE_END")
+        frames = await _reply(client)
         (session,) = engine.sessions
         assert type(session.conn) is DirectConnection
     check_stream(frames)
@@ -148,9 +136,7 @@ async def test_a_middleware_around_the_app_sees_every_frame(monkeypatch):
 
     async with serve(engine, "127.0.0.1", 0, app=middleware) as (_, port), \
             connect(f"ws://127.0.0.1:{port}{engine.config.server.path}") as client:
-        await client.send("USER_MESSAGE", {"content": "go"})
-        with anyio.fail_after(TIMEOUT):
-            frames = await client.until("AI_MESSAGE_END")
+        frames = await _reply(client)
         (session,) = engine.sessions
         assert type(session.conn) is ASGIConnection
     check_stream(frames)
@@ -163,9 +149,7 @@ async def test_starlette_keeps_the_asgi_send(monkeypatch):
     messages = _count_asgi_sends(monkeypatch)
     engine = make_engine(BurstProvider(50), limits={"coalesce_chunks": False})
     async with running(engine, "starlette") as url, connect(url) as client:
-        await client.send("USER_MESSAGE", {"content": "go"})
-        with anyio.fail_after(TIMEOUT):
-            frames = await client.until("AI_MESSAGE_END")
+        frames = await _reply(client)
         (session,) = engine.sessions
         assert type(session.conn) is ASGIConnection
     check_stream(frames)
@@ -180,9 +164,7 @@ async def test_permessage_deflate_on_the_direct_paths(adapter: str):
     engine = make_engine(provider, limits={"coalesce_chunks": False}, server={"compression": True})
     async with running(engine, adapter) as url, connect(url, compression="deflate") as client:
         assert client.ws.protocol.extensions  # permessage-deflate was negotiated
-        await client.send("USER_MESSAGE", {"content": "go"})
-        with anyio.fail_after(TIMEOUT):
-            frames = await client.until("AI_MESSAGE_END")
+        frames = await _reply(client)
     end = check_stream(frames)
     assert end["content"] == "".join(provider.pieces)
     assert [f["data"]["content"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"] == provider.pieces

@@ -716,8 +716,7 @@ class Engine:
             self._tg = anyio.create_task_group()
             await self._tg.__aenter__()
             self._run_tasks = TaskSet(self._tg)
-            self._tg.start_soon(self._sweep)
-            self._tg.start_soon(self._sweep_runs)
+            self._start_sweepers(self._tg)
             await self._start_backends()
         return self
 
@@ -753,12 +752,15 @@ class Engine:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self._run_tasks = TaskSet(tg)
-            tg.start_soon(self._sweep)
-            tg.start_soon(self._sweep_runs)
+            self._start_sweepers(tg)
             started.set()
             assert self._host_stop is not None  # set by start() before this task
             await self._host_stop.wait()
             tg.cancel_scope.cancel()
+
+    def _start_sweepers(self, tg: Any) -> None:
+        tg.start_soon(self._sweep)
+        tg.start_soon(self._sweep_runs)
 
     async def _sweep(self) -> None:
         """One timer for every connection: idle ones and clients that stopped reading."""

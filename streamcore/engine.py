@@ -58,10 +58,12 @@ Handler = Callable[[Session, Any], Any]
 class _PulledSource:
     """Entries of a run read from the log (a finished run, or one on another worker)."""
 
-    __slots__ = ("entries", "sealed")
+    __slots__ = ("entries", "base", "sealed")
 
-    def __init__(self) -> None:
+    def __init__(self, base: int) -> None:
         self.entries: list[Entry] = []
+        #: the seq before ``entries[0]``: the reader's cursor when it started pulling.
+        self.base = base
         self.sealed = False
 
 
@@ -590,7 +592,7 @@ class Engine:
         if info is None or not self.may_read(session.owner, info.owner):
             raise NotFound(f"no such message {message_id[:128]!r}")
         self.telemetry.on_resume("log", info.last_seq - last_seq)
-        source = _PulledSource()
+        source = _PulledSource(last_seq)
         sub = Subscription(session, source, message_id, request_id, last_seq)
         session.follow(sub)
         if session._tasks is not None and not sub.closed:

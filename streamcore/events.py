@@ -14,6 +14,7 @@ here knows a wire format: field names are Python's, not the protocol's camelCase
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Union
 
 import msgspec
@@ -28,6 +29,7 @@ __all__ = [
     "Failure",
     "AppEvent",
     "Entry",
+    "expand",
     "STOP_REASONS",
 ]
 
@@ -123,3 +125,17 @@ class AppEvent(msgspec.Struct, frozen=True):
 
 #: One log entry: ``(seq, kind, payload)``; ``seq`` strictly increases within a run.
 Entry = tuple[int, int, Any]
+
+
+def expand(entries: Sequence[Any], start: int = 0, stop: int | None = None) -> list[Entry]:
+    """A run's own entry list, from position ``start`` to ``stop``, as ``(seq, kind, payload)``.
+
+    A run's list (a log writer's ``entries``) numbers its entries from seq 1 without gaps,
+    and holds each text delta as its bare ``str``: its seq is its position + 1, its kind
+    :attr:`Kind.TEXT`. A tuple per delta, kept for the run's retention, was one more
+    object per chunk for the garbage collector to track: enough survivors, at a thousand
+    paced streams, to trigger a full collection every few seconds (a 100 ms pause of every
+    stream). A ``str`` is not tracked. Other entries are stored as tuples.
+    """
+    stop = len(entries) if stop is None else stop
+    return [(i, Kind.TEXT, e) if type(e) is str else e for i, e in enumerate(entries[start:stop], start + 1)]

@@ -698,7 +698,7 @@ class Instruments(Telemetry):
             stop_reason = ended.stop_reason if ended is not None else "error"
             code = None
             for entry in run.entries[-3:]:
-                if entry[1] == Kind.FAILED:
+                if type(entry) is not str and entry[1] == Kind.FAILED:  # str: a text delta
                     code = entry[2].code
             if labels is not None:
                 with self._lock:

@@ -60,8 +60,9 @@ class Subscription:
     Args:
         session: the connection that reads.
         source: what holds the run's entries: an object with ``entries`` (a list of
-            ``(seq, kind, payload)``, seqs contiguous) and ``sealed`` (nothing more will
-            be appended).
+            ``(seq, kind, payload)``, seqs contiguous; a text delta may be its bare
+            ``str``, see :func:`~streamcore.events.expand`), ``base`` (the seq before
+            ``entries[0]``) and ``sealed`` (nothing more will be appended).
         message_id: the run's message id.
         request_id: the client frame this reader's stream answers (USER_MESSAGE or RESUME).
         cursor: the last ``seq`` this reader already has.
@@ -184,16 +185,22 @@ class Subscription:
 
     def pump(self) -> None:
         """Deliver what the source holds after the cursor, until the outbox is full."""
-        entries = self.source.entries
+        source = self.source
+        entries = source.entries
         if entries:
-            start = max(0, self.cursor - entries[0][0] + 1)
+            base = source.base
             deliver = self.deliver
-            for i in range(start, len(entries)):
+            deliver_text = self.deliver_text
+            for i in range(max(0, self.cursor - base), len(entries)):
                 if self.lagging or self.closed:
                     return
-                deliver(entries[i])
-            self.cursor = max(self.cursor, entries[-1][0])
-        if self.source.sealed and not self.lagging:
+                entry = entries[i]
+                if type(entry) is str:  # a text delta, stored bare: see events.expand
+                    deliver_text(base + i + 1, entry)
+                else:
+                    deliver(entry)
+            self.cursor = max(self.cursor, base + len(entries))
+        if source.sealed and not self.lagging:
             self.close()
 
     def catch_up(self) -> None:
@@ -216,9 +223,13 @@ class Run:
         message_id: the run's id, 128 random bits (anonymous runs are reachable by it).
         owner: ``u:<user id>``, or ``a:<connection id>`` for anonymous connections.
         machine: the lifecycle state machine.
-        entries: every entry logged so far (shared with the in-memory log).
+        entries: every entry logged so far (shared with the in-memory log), text deltas
+            as bare ``str`` (see :func:`~streamcore.events.expand`).
         sealed: nothing more will be appended.
     """
+
+    #: the seq before ``entries[0]``: a run's entries start at seq 1.
+    base = 0
 
     __slots__ = (
         "engine", "message_id", "owner", "request", "request_id", "purpose", "conversation", "machine",
@@ -374,7 +385,7 @@ class Run:
                                         parts_append(piece)
                                         size += len(piece)
                                         seq = machine.seq = machine.seq + 1
-                                        append((seq, _TEXT, piece))
+                                        append(piece)  # a text entry is its bare str
                                         for sub in subscribers:
                                             sub.deliver_text(seq, piece)
                                     item = item[head:]
@@ -385,7 +396,9 @@ class Run:
                                 parts_append(item)
                                 size += len(item)
                                 seq = machine.seq = machine.seq + 1
-                                append((seq, _TEXT, item))
+                                # A text entry is its bare str (seq: its position):
+                                # no object per chunk for the garbage collector.
+                                append(item)
                                 for sub in subscribers:
                                     sub.deliver_text(seq, item)
                                 if size > max_bytes:

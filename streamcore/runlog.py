@@ -20,7 +20,7 @@ from typing import Protocol
 import anyio
 
 from .errors import StreamcoreError
-from .events import Entry
+from .events import Entry, expand
 from .protocol import ErrorCode
 
 __all__ = ["RunLog", "LogWriter", "RunInfo", "MemoryRunLog"]
@@ -42,13 +42,16 @@ class LogWriter(Protocol):
     """A run's handle on the log.
 
     Attributes:
-        entries: every entry appended so far, in order (the run reads it for its local
-            readers; a shared backend keeps its own copy too).
+        entries: every entry appended so far, in order, seqs from 1 without gaps (the run
+            reads it for its local readers; a shared backend keeps its own copy too). A
+            text delta is appended as its bare ``str`` (seq: its position + 1), any other
+            entry as ``(seq, kind, payload)``; :func:`~streamcore.events.expand` gives
+            them all as tuples.
     """
 
-    entries: list[Entry]
+    entries: list[Entry | str]
 
-    def append(self, entry: Entry) -> None:
+    def append(self, entry: Entry | str) -> None:
         """Record ``entry``. Called once per delta: it must not block or await (a shared
         backend buffers and sends in the background)."""
 
@@ -91,7 +94,7 @@ class _Record:
     def __init__(self, log: MemoryRunLog, run_id: str, owner: str) -> None:
         self.run_id = run_id
         self.owner = owner
-        self.entries: list[Entry] = []
+        self.entries: list[Entry | str] = []
         #: the per-delta call is the list's own append: nothing else to do in memory.
         self.append = self.entries.append
         self.bytes = 0
@@ -174,8 +177,7 @@ class MemoryRunLog:
         record = self.get(run_id)
         if record is None:
             return None
-        last = record.entries[-1][0] if record.entries else 0
-        return RunInfo(run_id, record.owner, record.done, last)
+        return RunInfo(run_id, record.owner, record.done, len(record.entries))
 
     async def read(self, run_id: str, after: int, *, wait: float = 0.0) -> tuple[list[Entry], bool]:
         record = self.get(run_id)
@@ -215,12 +217,7 @@ class MemoryRunLog:
             self.bytes -= record.bytes
 
 
-def _after(entries: list[Entry], after: int) -> list[Entry]:
+def _after(entries: list[Entry | str], after: int) -> list[Entry]:
     """Entries with ``seq > after``. Seqs are contiguous from 1, so this is a slice."""
-    if after <= 0:
-        return list(entries)
-    if not entries:
-        return []
-    first = entries[0][0]
-    return entries[max(0, after - first + 1):]
+    return expand(entries, max(0, after))
 

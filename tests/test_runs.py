@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from typing import Any
 
 import anyio
@@ -11,6 +12,7 @@ import pytest
 
 from streamcore import Config, ConnectionInfo, Engine, MemoryRunLog, Reasoning
 from streamcore.errors import ConnectionClosed
+from streamcore.events import Kind
 from streamcore.testing import memory_pair
 
 from .helpers import ScriptedProvider, check_stream, make_engine, types
@@ -235,6 +237,31 @@ async def test_shutdown_during_a_resume_ends_the_run_for_the_follower():
                     frames.append(await b.receive())
     assert frames[-1]["type"] == "AI_MESSAGE_END" and frames[-1]["data"]["stopReason"] == "server_shutdown"
     assert conn.close_code == 1001 and provider.closed == 1
+    await engine.aclose()
+
+
+async def test_logged_text_deltas_are_not_tracked_by_the_garbage_collector():
+    """Every chunk stays in the log for resume. A tuple per chunk was a tracked survivor:
+    at a thousand paced streams enough of them to set off full collections mid-stream,
+    each pausing every stream. A text delta is logged as its bare str, read back whole."""
+    engine = make_engine(ScriptedProvider(PIECES))
+    enabled = gc.isenabled()
+    gc.disable()  # a collection would untrack plain tuples and hide what this counts
+    try:
+        async with connection(engine) as c:
+            await c.send("USER_MESSAGE", {"content": "hi"})
+            frames = await c.receive_until("AI_MESSAGE_END")
+        message_id = frames[-1]["data"]["messageId"]
+        logged = engine.runlog.get(message_id).entries
+        assert len(logged) == len(PIECES) + 2
+        assert sum(gc.is_tracked(e) for e in logged) == 2  # START and END only
+    finally:
+        if enabled:
+            gc.enable()
+    got, done = await engine.runlog.read(message_id, 0)
+    assert done and [e[0] for e in got] == list(range(1, len(PIECES) + 3))
+    assert [e for e in got if e[1] == Kind.TEXT] == [(i + 2, Kind.TEXT, p) for i, p in enumerate(PIECES)]
+    assert (await engine.runlog.info(message_id)).last_seq == len(PIECES) + 2
     await engine.aclose()
 
 

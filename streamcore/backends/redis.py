@@ -51,7 +51,7 @@ import structlog
 
 from ..broker import ALL, TOPIC, USER, BusMessage
 from ..errors import ProtocolError
-from ..events import AppEvent, Ended, Entry, Failure, Kind, Started
+from ..events import AppEvent, Ended, Entry, Failure, Kind, Started, expand
 from ..objectives import Objective, apply_updates
 from ..provider import ChatMessage
 from ..ratelimit import TokenBucket
@@ -173,7 +173,7 @@ class RedisLogWriter:
     def __init__(self, log: RedisRunLog, run_id: str, owner: str) -> None:
         self.run_id = run_id
         self.owner = owner
-        self.entries: list[Entry] = []
+        self.entries: list[Entry | str] = []
         self.append = self.entries.append
         #: how many entries Redis has.
         self.sent = 0
@@ -294,19 +294,18 @@ class RedisRunLog:
         done: list[tuple[RedisLogWriter, int, bool]] = []
         now = time.monotonic()
         for w in batch:
-            n = len(w.entries)
+            n = len(w.entries)  # seqs run from 1 without gaps: n is the last one
             if w.sent < n:
-                last = w.entries[n - 1][0]
                 pipe.xadd(
-                    w.key, {b"e": _encode(w.entries[w.sent:n])}, id=f"{last}-0", maxlen=self.maxlen, approximate=True
+                    w.key, {b"e": _encode(expand(w.entries, w.sent, n))}, id=f"{n}-0", maxlen=self.maxlen,
+                    approximate=True,
                 )
                 self.batches += 1
             if not w.meta_sent:
                 pipe.hset(w.meta, "owner", w.owner)
             seal = w.done and not w.sealed
             if seal:
-                last = w.entries[n - 1][0] if n else 0
-                pipe.xadd(w.key, {b"s": b"1"}, id=f"{last}-1")
+                pipe.xadd(w.key, {b"s": b"1"}, id=f"{n}-1")
                 pipe.hset(w.meta, "done", "1")
                 ms = int(self.retention * 1000)
                 pipe.pexpire(w.key, ms)

@@ -136,6 +136,20 @@ class InstantProvider:
         yield Completion()
 
 
+class YieldingProvider(InstantProvider):
+    """Gives the event loop a turn after each chunk, as a real upstream's network reads do.
+
+    Without that turn the writer task never runs while a reply streams, so it is never
+    idle and a run never sends its chunks itself: an eager-send figure needs this provider.
+    """
+
+    async def stream(self, request):
+        for _ in range(self.n):
+            yield CONTENT
+            await anyio.lowlevel.checkpoint()
+        yield Completion()
+
+
 class NullConnection:
     """Sends ``messages`` USER_MESSAGEs one after another; ``send`` only counts frames."""
 
@@ -188,7 +202,9 @@ async def _engine_run(n: int, per_message: int, coalesce: bool, eager: bool = Fa
     config.limits.coalesce_chunks = coalesce
     config.limits.messages_per_interval = 1 << 30
     config.limits.history_messages = 0
-    engine = Engine(config, provider=InstantProvider(per_message))
+    # Eager: the loop turn between chunks lets the writer go idle, so chunks leave from the
+    # run's task through send_now (a provider that never awaits keeps them all queued).
+    engine = Engine(config, provider=(YieldingProvider if eager else InstantProvider)(per_message))
     conn = (EagerConnection if eager else SequentialConnection)(n // per_message)
     gc.collect()
     t0 = time.perf_counter()
@@ -196,8 +212,8 @@ async def _engine_run(n: int, per_message: int, coalesce: bool, eager: bool = Fa
     return time.perf_counter() - t0, conn.frames
 
 
-async def _provider_only(n: int, per_message: int) -> float:
-    provider = InstantProvider(per_message)
+async def _provider_only(n: int, per_message: int, yielding: bool = False) -> float:
+    provider = (YieldingProvider if yielding else InstantProvider)(per_message)
     t0 = time.perf_counter()
     for _ in range(n // per_message):
         async for _ in provider.stream(None):
@@ -243,14 +259,16 @@ def bench_engine(n: int, per_message: int = 500, repeats: int = 5) -> dict[str, 
         replies = max(1000, n // 20)
         per_reply = min([(await _engine_run(replies, 1, False))[0] for _ in range(3)]) / replies
         send_now = min(_send_now_alone(n) for _ in range(repeats)) / n
+        base_yielding = min([await _provider_only(n, per_message, yielding=True) for _ in range(repeats)])
         eager = min([await _engine_run(n, per_message, False, eager=True) for _ in range(repeats)])
-        return base, send, per_frame, merged, send_now, eager, (replies, per_reply)
+        return base, send, per_frame, merged, send_now, base_yielding, eager, (replies, per_reply)
 
-    base, send, (t_frame, frames), (t_merged, merged_frames), send_now, (t_eager, eager_frames), (replies, per_reply) = \
-        anyio.run(main)
+    (base, send, (t_frame, frames), (t_merged, merged_frames), send_now, base_yielding, (t_eager, eager_frames),
+     (replies, per_reply)) = anyio.run(main)
     t_frame -= send * frames
     t_merged -= send * merged_frames
-    # The eager run's THINKING/START/END still go through the writer (send); its chunks through send_now.
+    # The eager run's THINKING/START/END still go through the writer (send); its chunks through
+    # send_now. Its provider's loop turns are in its own baseline.
     t_eager -= send * (eager_frames - n) + send_now * n
     return {
         "chunks": n,
@@ -262,7 +280,8 @@ def bench_engine(n: int, per_message: int = 500, repeats: int = 5) -> dict[str, 
         "engine_us_per_chunk_merged": (t_merged - base) / n * 1e6,
         "frames_merged": merged_frames,
         "connection_send_now_us_per_frame": send_now * 1e6,
-        "engine_us_per_chunk_eager": (t_eager - base) / n * 1e6,
+        "provider_yielding_us_per_chunk": base_yielding / n * 1e6,
+        "engine_us_per_chunk_eager": (t_eager - base_yielding) / n * 1e6,
         "frames_eager": eager_frames,
         "replies_of_one_chunk": replies,
         "us_per_reply_of_one_chunk": per_reply * 1e6,
@@ -278,14 +297,12 @@ def _quiet_logs() -> None:
 def bench_runlog(n: int, per_run: int = 500) -> dict[str, Any]:
     """The run log's own cost per chunk, as the run pays it (no engine around it).
 
-    Per chunk a run builds one ``(seq, kind, text)`` tuple and appends it to its
-    :class:`~streamcore.runlog.MemoryRunLog` writer (the list's own ``append``); per run it
-    opens the log and finishes it. Measured against the same loop without the log.
+    Per chunk a run appends the delta, a bare ``str`` (see :func:`streamcore.events.expand`),
+    to its :class:`~streamcore.runlog.MemoryRunLog` writer (the list's own ``append``); per
+    run it opens the log and finishes it. Measured against the same loop without the log.
     """
-    from streamcore.events import Kind
     from streamcore.runlog import MemoryRunLog
 
-    text_kind = Kind.TEXT
     runs = max(1, n // per_run)
     n = runs * per_run
 
@@ -299,7 +316,7 @@ def bench_runlog(n: int, per_run: int = 500) -> dict[str, Any]:
         for r in range(runs):
             append = entries.append
             for seq in range(1, per_run + 1):
-                append((seq, text_kind, CONTENT))
+                append(CONTENT)
 
     def with_log(_):
         log = MemoryRunLog(max_runs=runs + 1)
@@ -307,7 +324,7 @@ def bench_runlog(n: int, per_run: int = 500) -> dict[str, Any]:
             writer = log.open(f"msg-bench-{r}", "a:bench")
             append = writer.append
             for seq in range(1, per_run + 1):
-                append((seq, text_kind, CONTENT))
+                append(CONTENT)
             writer.finish(per_run * len(CONTENT))
 
     t_bare = 1 / _rate(bare, 1)

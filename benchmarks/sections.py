@@ -81,7 +81,8 @@ def engine(report: Report, quick: bool) -> None:
         "frames": r["frames_one_frame_each"],
     })
     report.add(t, {
-        "mode": "one frame per chunk, sent from the run's task (eager_send, as on uvicorn)",
+        "mode": "one frame per chunk, sent from the run's task (eager_send, as on uvicorn; "
+                "the provider gives the loop a turn after each chunk)",
         "us_per_chunk": r["engine_us_per_chunk_eager"],
         "frames": r["frames_eager"],
     })
@@ -94,7 +95,10 @@ def engine(report: Report, quick: bool) -> None:
                    f"alone ({r['provider_alone_us_per_chunk']:.3f} us/chunk) and the test connection's send "
                    f"({r['connection_send_us_per_frame']:.3f} us/frame; its send_now "
                    f"{r['connection_send_now_us_per_frame']:.3f} us/frame); per-message work (THINKING/START/END, "
-                   "task, log line) included, and so is the run log (next table).")
+                   "task, log line) included, and so is the run log (next table). The eager row's provider "
+                   "awaits a loop turn after each chunk, as a network read does, so the writer task is idle "
+                   "and the run sends; that provider alone "
+                   f"({r['provider_yielding_us_per_chunk']:.3f} us/chunk) is subtracted instead.")
     report.add("engine: per reply", {
         "what": "USER_MESSAGE to AI_MESSAGE_END of a one-chunk reply, one after another",
         "replies": r["replies_of_one_chunk"],
@@ -105,7 +109,7 @@ def engine(report: Report, quick: bool) -> None:
                                      "beside its chunks.")
     t = "engine: the run log's share"
     report.add(t, {
-        "what": "(seq, kind, text) tuple + list append, per chunk",
+        "what": "list append of the delta (a bare str), per chunk",
         "us_per_chunk": log["append_us_per_chunk"],
         "share_of_engine_one_frame": log["append_us_per_chunk"] / one if one > 0 else float("nan"),
     })

@@ -70,7 +70,7 @@ class Subscription:
 
     __slots__ = (
         "session", "source", "message_id", "request_id", "cursor", "lagging", "closed",
-        "text", "reasoning", "metadata", "_outbox", "_encode_entry",
+        "text", "reasoning", "metadata", "_outbox",
     )
 
     def __init__(self, session: Session, source: Any, message_id: str, request_id: str | None, cursor: int = 0) -> None:
@@ -87,7 +87,6 @@ class Subscription:
         self.reasoning: ChunkStream | None = None  # made at the first reasoning delta
         self.metadata = session.metadata_for(request_id)
         self._outbox = session.outbox
-        self._encode_entry = codec.encode_entry
 
     def deliver_text(self, seq: int, text: str) -> None:
         """Put one answer delta in the outbox: the per-chunk path.
@@ -155,7 +154,7 @@ class Subscription:
             outbox.put_chunk(self.reasoning, payload, seq)
         else:
             try:
-                frame = self._encode_entry(entry, self.message_id, self.metadata, self.request_id)
+                frame = self.session.codec.encode_entry(entry, self.message_id, self.metadata, self.request_id)
                 if len(frame) > self.session.max_frame_bytes:
                     frame = self._too_large(entry, len(frame))
                 outbox.put(frame)
@@ -169,14 +168,14 @@ class Subscription:
         seq, kind, payload = entry
         if kind == Kind.ENDED:
             lean = (seq, kind, msgspec.structs.replace(payload, content=None))
-            return self._encode_entry(lean, self.message_id, self.metadata, self.request_id)
+            return self.session.codec.encode_entry(lean, self.message_id, self.metadata, self.request_id)
         _log.warning("send.frame_too_large", message_id=self.message_id, seq=seq, bytes=size)
         failure = (seq, Kind.FAILED, Failure(
             ErrorCode.SERVER_ERROR,
             f"an event of this message ({size} bytes) exceeds the frame limit and was not sent",
             False,
         ))
-        return self._encode_entry(failure, self.message_id, self.metadata, self.request_id)
+        return self.session.codec.encode_entry(failure, self.message_id, self.metadata, self.request_id)
 
     def _lag(self, seq: int) -> None:
         self.lagging = True
@@ -363,7 +362,6 @@ class Run:
                     # The per-chunk path: locals only. A text delta does what
                     # RunMachine.text_delta does, inline (a method call per chunk is
                     # measurable here); the state is checked once, at START.
-                    reasoning_delta = machine.reasoning_delta
                     parts_append = machine.parts.append
                     append = self.writer.append
                     subscribers = self.subscribers
@@ -411,7 +409,7 @@ class Run:
                                 if ttft is None:
                                     ttft = self._first_delta(model, start + lim.generation_timeout)
                                 machine.size = size
-                                entry = reasoning_delta(item)
+                                entry = machine.reasoning_delta(item)
                                 size = machine.size
                                 append(entry)
                                 for sub in subscribers:

@@ -47,6 +47,9 @@ _MAX_REQUEST_IDS = 256
 #: check) is counted per call, so a batch stays about the size of a socket's write buffer.
 _BATCH_BYTES = 32 * 1024
 
+#: ``async with`` this instead of a task group on asyncio: stateless, so one for all.
+_NO_GROUP = contextlib.nullcontext()
+
 
 async def _send_batches(frames: list[bytes], send: Any, send_many: Any, outbox: Outbox) -> None:
     """Send ``frames`` through ``send_many`` in batches of about ``_BATCH_BYTES``."""
@@ -145,7 +148,7 @@ class Session:
         try:
             # A task group only where TaskSet needs one (not on asyncio).
             loop = running_loop()
-            group: Any = contextlib.nullcontext() if loop is not None else anyio.create_task_group()
+            group: Any = _NO_GROUP if loop is not None else anyio.create_task_group()
             async with group as tg:
                 tasks = self._tasks = TaskSet(tg)
                 with anyio.CancelScope() as self._scope:  # cancelled by _stop()
@@ -219,19 +222,17 @@ class Session:
             self.send_error(StreamcoreError("internal server error"), frame.id)
 
     async def _read_loop(self) -> None:
-        receive = self.conn.receive
-        decode = self.codec.decode
-        dispatch = self.dispatch
-        take = self._bucket.take
+        # No bound methods kept in locals: a client frame is rare next to chunks, and each
+        # would be one more object per connection for every garbage collection to walk.
         while True:
-            raw = await receive()
+            raw = await self.conn.receive()
             self._last_frame = time.monotonic()
             self._frames_in += 1
             try:
                 # Every frame costs a token, decodable or not: a flood of bad frames or
                 # of PINGs is limited like a flood of messages.
                 # int, or an awaitable of it: mypy does not narrow on ``__class__``.
-                wait: Any = take()
+                wait: Any = self._bucket.take()
                 if wait.__class__ is not int:  # a shared limiter answers asynchronously
                     wait = await wait
                 if wait:
@@ -241,11 +242,11 @@ class Session:
                     await anyio.lowlevel.checkpoint()
                     continue
                 self._rejected = 0
-                frame = decode(raw)
+                frame = self.codec.decode(raw)
             except ProtocolError as exc:  # a frame that cannot be decoded
                 self.send_error(exc, exc.request_id)
                 continue
-            dispatch(frame)
+            self.dispatch(frame)
 
     def _over_limit(self, wait: int, raw: str | bytes) -> None:
         """A frame over the rate limit: one RATE_LIMIT reply per burst, close if it goes on."""
@@ -306,7 +307,7 @@ class Session:
         send = self.conn.send
         # A transport that can write several frames at once (one system call for a batch
         # of pending chunks; see streamcore.transport).
-        send_many = getattr(self.conn, "send_many", None)
+        batches = hasattr(self.conn, "send_many")
         try:
             while True:
                 await outbox.wait_ready()
@@ -319,12 +320,12 @@ class Session:
                     break
                 frames = outbox.take()
                 outbox.sending = True
-                if send_many is None or len(frames) == 1:
+                if not batches or len(frames) == 1:
                     for frame in frames:
                         await send(frame)
                         outbox.sent_bytes += len(frame)
                 else:
-                    await _send_batches(frames, send, send_many, outbox)
+                    await _send_batches(frames, send, self.conn.send_many, outbox)  # type: ignore[attr-defined]
                 outbox.sent += len(frames)
                 outbox.sending = False
                 frames, frame = [], b""  # the batch is not kept while waiting

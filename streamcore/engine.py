@@ -581,6 +581,7 @@ class Engine:
         Raises:
             NotFound: unknown, expired, or another owner's run (indistinguishable).
         """
+        last_seq = max(0, last_seq)  # every seq is greater than a negative one: all of them
         run = self.runs.get(message_id)
         if run is not None:
             if not self.may_read(session.owner, run.owner):
@@ -631,6 +632,8 @@ class Engine:
                 continue
             failing_since, backoff = None, 0.05
             if entries:
+                if not source.entries:  # what the log holds decides, not what was asked
+                    source.base = entries[0][0] - 1
                 source.entries.extend(entries)
                 cursor = entries[-1][0]
             source.sealed = done

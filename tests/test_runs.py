@@ -283,6 +283,26 @@ async def test_a_slow_reader_catches_up_from_the_log_merged_nothing_lost():
     await engine.aclose()
 
 
+@pytest.mark.parametrize("last_seq", [0, 10, -3, -50])
+async def test_a_lagging_resume_from_the_log_loses_nothing_whatever_the_cursor(last_seq):
+    """A finished run read back from the log by a reader that falls behind and catches up.
+    A negative lastSeq asks for every event (every seq is greater): it once offset the
+    reader's position in what the log returned, skipping entries or never reaching END."""
+    pieces = tuple(f"piece-{i:04d} " for i in range(400))
+    engine = make_engine(ScriptedProvider(pieces), limits={"send_buffer_bytes": 256})
+    async with connection(engine) as a:
+        await a.send("USER_MESSAGE", {"content": "hi"})
+        message_id = (await a.receive_until("AI_MESSAGE_END"))[-1]["data"]["messageId"]
+    async with connection(engine, buffer=1) as b:
+        await b.send("RESUME", {"messageId": message_id, "lastSeq": last_seq})
+        frames = await b.receive_until("AI_MESSAGE_END")
+    assert [f["type"] for f in frames].count("AI_MESSAGE_END") == 1
+    assert_seqs_increase(frames)
+    # START is seq 1 and piece i seq i + 2: the text after the cursor, whole.
+    assert chunks_text(frames) == "".join(pieces[max(0, last_seq - 1):])
+    await engine.aclose()
+
+
 async def test_reasoning_is_streamed_apart_and_never_in_the_answer_or_history():
     provider = ScriptedProvider((Reasoning("Let me think. "), Reasoning("Done. "), "Answer", "!"))
     engine = make_engine(provider)

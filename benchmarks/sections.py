@@ -299,14 +299,16 @@ def latency(report: Report, quick: bool) -> None:
     chunks = 25 if quick else 100
     runs = 1 if quick else 3
     every: list[str] = []
+    rows: dict[tuple[str, str], dict] = {}  # (adapter, impl): the median run, also charted
     report.begin("latency", len(ADAPTERS))
     for adapter in ADAPTERS:
         report.step(f"{adapter}, {streams:,} streams x 50 chunks/s, raw and streamcore in {runs} round(s)")
-        rows, gaps = _paced_in_rounds(adapter, streams, chunks, runs)
+        median, gaps = _paced_in_rounds(adapter, streams, chunks, runs)
         for impl in ("raw", "streamcore"):
-            report.add("latency: streams of 50 chunks/s", {"adapter": adapter, "server": impl, **rows[impl]})
+            rows[(adapter, impl)] = median[impl]
+            report.add("latency: streams of 50 chunks/s", {"adapter": adapter, "server": impl, **median[impl]})
         every.append(f"{adapter} raw {_ms_list(gaps['raw'])}, streamcore {_ms_list(gaps['streamcore'])}")
-        sc, raw = rows["streamcore"], rows["raw"]
+        sc, raw = median["streamcore"], median["raw"]
         added_gap = sc["gap_p99_ms"] - raw["gap_p99_ms"]
         report.add("latency: added by streamcore", {
             "adapter": adapter, "streams": streams,

@@ -589,6 +589,16 @@ class Engine:
             self.telemetry.on_resume("live", run.machine.seq - last_seq)
             session.follow(Subscription(session, run, message_id, request_id, last_seq), run)
             return
+        # A finished run kept by this process's memory log is read in place: nothing to
+        # copy, expand or wait for. A shared log is pulled (below).
+        get = getattr(self.runlog, "get", None)
+        record = get(message_id) if get is not None else None
+        if record is not None and record.sealed:
+            if not self.may_read(session.owner, record.owner):
+                raise NotFound(f"no such message {message_id[:128]!r}")
+            self.telemetry.on_resume("log", len(record.entries) - last_seq)
+            session.follow(Subscription(session, record, message_id, request_id, last_seq))
+            return
         info = await self.runlog.info(message_id)
         if info is None or not self.may_read(session.owner, info.owner):
             raise NotFound(f"no such message {message_id[:128]!r}")

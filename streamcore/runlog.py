@@ -87,9 +87,13 @@ class RunLog(Protocol):
 
 
 class _Record:
-    """One run's entries in memory; also its :class:`LogWriter`."""
+    """One run's entries in memory; also its :class:`LogWriter`, and once finished the
+    source a resuming reader reads in place (see :class:`~streamcore.run.Subscription`)."""
 
     __slots__ = ("run_id", "owner", "entries", "append", "bytes", "done", "ended_at", "_log")
+
+    #: the seq before ``entries[0]``: a run's entries start at seq 1.
+    base = 0
 
     def __init__(self, log: MemoryRunLog, run_id: str, owner: str) -> None:
         self.run_id = run_id

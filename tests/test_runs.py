@@ -283,13 +283,29 @@ async def test_a_slow_reader_catches_up_from_the_log_merged_nothing_lost():
     await engine.aclose()
 
 
+class _SharedLookingLog:
+    """A memory log without the in-process look-up (``get``), as a shared log is: a
+    finished run is then pulled through ``read`` instead of read in place."""
+
+    def __init__(self) -> None:
+        self._log = MemoryRunLog()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "get":
+            raise AttributeError(name)
+        return getattr(self._log, name)
+
+
+@pytest.mark.parametrize("read", ["in place", "pulled"])
 @pytest.mark.parametrize("last_seq", [0, 10, -3, -50])
-async def test_a_lagging_resume_from_the_log_loses_nothing_whatever_the_cursor(last_seq):
+async def test_a_lagging_resume_from_the_log_loses_nothing_whatever_the_cursor(last_seq, read):
     """A finished run read back from the log by a reader that falls behind and catches up.
     A negative lastSeq asks for every event (every seq is greater): it once offset the
     reader's position in what the log returned, skipping entries or never reaching END."""
     pieces = tuple(f"piece-{i:04d} " for i in range(400))
-    engine = make_engine(ScriptedProvider(pieces), limits={"send_buffer_bytes": 256})
+    config = msgspec.convert({"limits": {"send_buffer_bytes": 256}}, Config)
+    runlog = _SharedLookingLog() if read == "pulled" else None
+    engine = Engine(config, provider=ScriptedProvider(pieces), runlog=runlog)
     async with connection(engine) as a:
         await a.send("USER_MESSAGE", {"content": "hi"})
         message_id = (await a.receive_until("AI_MESSAGE_END"))[-1]["data"]["messageId"]

@@ -60,10 +60,11 @@ class _PulledSource:
 
     __slots__ = ("entries", "base", "sealed")
 
-    def __init__(self, base: int) -> None:
+    def __init__(self) -> None:
         self.entries: list[Entry] = []
-        #: the seq before ``entries[0]``: the reader's cursor when it started pulling.
-        self.base = base
+        #: the seq before ``entries[0]``, set from the first entries the log returns (read
+        #: only once there are entries).
+        self.base = 0
         self.sealed = False
 
 
@@ -591,8 +592,7 @@ class Engine:
             return
         # A finished run kept by this process's memory log is read in place: nothing to
         # copy, expand or wait for. A shared log is pulled (below).
-        get = getattr(self.runlog, "get", None)
-        record = get(message_id) if get is not None else None
+        record = self._kept(message_id)
         if record is not None and record.sealed:
             if not self.may_read(session.owner, record.owner):
                 raise NotFound(f"no such message {message_id[:128]!r}")
@@ -603,7 +603,7 @@ class Engine:
         if info is None or not self.may_read(session.owner, info.owner):
             raise NotFound(f"no such message {message_id[:128]!r}")
         self.telemetry.on_resume("log", info.last_seq - last_seq)
-        source = _PulledSource(last_seq)
+        source = _PulledSource()
         sub = Subscription(session, source, message_id, request_id, last_seq)
         session.follow(sub)
         if session._tasks is not None and not sub.closed:
@@ -694,9 +694,14 @@ class Engine:
 
     def run_known(self, message_id: str, owner: str) -> bool:
         """Whether ``owner`` may know ``message_id`` as a finished, retained run."""
-        get = getattr(self.runlog, "get", None)
-        record = get(message_id) if get is not None else None
+        record = self._kept(message_id)
         return record is not None and self.may_read(owner, record.owner)
+
+    def _kept(self, message_id: str) -> Any:
+        """The run's record in this process's memory log (its synchronous ``get``), or None:
+        not kept, or a shared log, which has no local look-up."""
+        get = getattr(self.runlog, "get", None)
+        return get(message_id) if get is not None else None
 
     def unsubscribe(self, sub: Subscription) -> None:
         if isinstance(sub.source, Run):

@@ -198,6 +198,10 @@ class Subscription:
                     deliver_text(base + i + 1, entry)
                 else:
                     deliver(entry)
+            if self.lagging or self.closed:
+                # Fell behind on the last entry: the cursor is before it (see _lag), and
+                # moving it to the end would skip that entry for good.
+                return
             self.cursor = max(self.cursor, base + len(entries))
         if source.sealed and not self.lagging:
             self.close()

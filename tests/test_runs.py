@@ -319,6 +319,57 @@ async def test_a_lagging_resume_from_the_log_loses_nothing_whatever_the_cursor(l
     await engine.aclose()
 
 
+class _Source:
+    """What a Subscription reads: a run's entries (text deltas bare), not sealed yet."""
+
+    base = 0
+    sealed = False
+
+    def __init__(self, entries: list) -> None:
+        self.entries = entries
+
+
+@pytest.mark.parametrize("merge", [True, False], ids=["merged", "one frame per chunk"])
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_a_reader_that_falls_behind_on_the_last_entry_it_was_given_gets_it_later(count, merge):
+    """Pure: a Subscription and a real Outbox, no socket, no task. Catching up, a reader
+    whose buffer fills exactly at the last entry of the log must resume from that entry:
+    the cursor once moved past it, and that delta never reached the reader (seen once in
+    CI under load, as a short concatenation of a 6.4 MB reply)."""
+    from types import SimpleNamespace
+
+    from streamcore.codec import Codec
+    from streamcore.outbox import Outbox
+    from streamcore.run import Subscription
+
+    from streamcore.ids import stamp
+
+    pieces = [f"p{i}." for i in range(count)]  # 3 characters each
+    # Pending size counts a merged chunk's characters, else its frame's bytes (all alike
+    # here): full once every piece but the last is pending.
+    size = 3 if merge else len(Codec().chunk_encoder("m1")("p0.", 0, 1, stamp()))
+    outbox = Outbox(limit=size * (count - 1) - 1)
+    session = SimpleNamespace(
+        codec=Codec(), limits=SimpleNamespace(coalesce_chunks=merge), metadata=None,
+        metadata_for=lambda request_id: None, outbox=outbox, max_frame_bytes=1 << 20,
+        subscription_closed=lambda sub: None,
+    )
+    source = _Source(list(pieces))
+    sub = Subscription(session, source, "m1", None)  # type: ignore[arg-type]
+    sub.pump()
+    assert sub.lagging and len(outbox) == (1 if merge else count - 1)
+    frames = outbox.take()
+    outbox.catch_up()  # what the writer does once it has drained the buffer
+    frames += outbox.take()
+    assert not sub.lagging
+    source.entries.append("end.")  # the live tail goes on from the cursor
+    sub.deliver_text(count + 1, "end.")
+    frames += outbox.take()
+    chunks = [msgspec.json.decode(f)["data"] for f in frames]
+    assert "".join(c["content"] for c in chunks) == "".join(pieces) + "end."
+    assert [c["index"] for c in chunks] == list(range(len(chunks)))
+
+
 async def test_reasoning_is_streamed_apart_and_never_in_the_answer_or_history():
     provider = ScriptedProvider((Reasoning("Let me think. "), Reasoning("Done. "), "Answer", "!"))
     engine = make_engine(provider)

@@ -588,7 +588,7 @@ class Engine:
             if not self.may_read(session.owner, run.owner):
                 raise NotFound(f"no such message {message_id[:128]!r}")
             self.telemetry.on_resume("live", run.machine.seq - last_seq)
-            session.follow(Subscription(session, run, message_id, request_id, last_seq), run)
+            session.follow(run.reader(session, request_id, last_seq), run)
             return
         # A finished run kept by this process's memory log is read in place: nothing to
         # copy, expand or wait for. A shared log is pulled (below).

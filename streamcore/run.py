@@ -219,6 +219,27 @@ class Subscription:
         self.session.subscription_closed(self)
 
 
+class _AheadSubscription(Subscription):
+    """A reader of a live run whose cursor is past what the run has logged yet (only a
+    client that made its ``lastSeq`` up can send one): it skips live entries up to its
+    cursor, as a read of the log would. Its own class, so that the per-chunk path of
+    every other reader carries no such check."""
+
+    __slots__ = ("ahead",)
+
+    def __init__(self, session: Session, source: Any, message_id: str, request_id: str | None, cursor: int) -> None:
+        super().__init__(session, source, message_id, request_id, cursor)
+        self.ahead = cursor
+
+    def deliver_text(self, seq: int, text: str) -> None:
+        if seq > self.ahead:
+            Subscription.deliver_text(self, seq, text)
+
+    def deliver(self, entry: tuple) -> None:
+        if entry[0] > self.ahead:
+            Subscription.deliver(self, entry)
+
+
 class Run:
     """One generation: its lifecycle, its log, its readers.
 
@@ -282,6 +303,11 @@ class Run:
         return self._done
 
     # --- readers ---------------------------------------------------------------------------
+
+    def reader(self, session: Session, request_id: str | None, cursor: int = 0) -> Subscription:
+        """A reader of this run for ``session``, after ``cursor`` (a RESUME's ``lastSeq``)."""
+        cls = Subscription if cursor <= self.machine.seq else _AheadSubscription
+        return cls(session, self, self.message_id, request_id, cursor)
 
     def subscribe(self, sub: Subscription) -> None:
         """Attach a reader; it first gets what was logged after its cursor, then the live rest."""

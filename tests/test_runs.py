@@ -92,6 +92,30 @@ async def test_resume_mid_run_on_another_connection_nothing_missing_or_repeated(
     await engine.aclose()
 
 
+async def test_resume_of_a_live_run_with_a_cursor_ahead_of_it_gets_only_what_follows_the_cursor():
+    """A lastSeq past what the run has logged yet (made up by the client): every event
+    sent has a greater seq, as the spec says, the live ones included."""
+    provider = ScriptedProvider(PIECES, gate_after=2)
+    engine = make_engine(provider)
+    async with connection(engine, user_id="ann") as a:
+        await a.send("USER_MESSAGE", {"content": "hi"})
+        message_id = (await a.receive_until("AI_MESSAGE_START"))[-1]["data"]["messageId"]
+        with anyio.fail_after(5):
+            await provider.reached_gate.wait()
+        ahead = 8  # START is seq 1, piece i seq i + 2: two pieces logged so far
+        assert engine.runs[message_id].machine.seq < ahead
+        async with connection(engine, user_id="ann") as b:
+            await b.send("RESUME", {"messageId": message_id, "lastSeq": ahead})
+            await b.send("PING", {"timestamp": 1})  # answered once the RESUME is handled
+            await b.receive_until("PONG")
+            provider.gate.set()
+            after = await b.receive_until("AI_MESSAGE_END")
+    assert min(f["data"]["seq"] for f in after if "seq" in f["data"]) > ahead
+    assert chunks_text(after) == "".join(PIECES[ahead - 1:])
+    assert_seqs_increase(after)
+    await engine.aclose()
+
+
 async def test_resume_after_the_end_replays_from_start_within_retention():
     engine = make_engine(ScriptedProvider(PIECES))
     async with connection(engine, user_id="ann") as a:

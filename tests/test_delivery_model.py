@@ -1,0 +1,150 @@
+"""Delivery from the run log to one reader, as a pure model: no socket, no task.
+
+A run appends entries and hands them to its live readers; a reader whose buffer is full
+falls behind and later catches up from the log, from its cursor; the connection's writer
+drains the buffer. Hypothesis drives random interleavings of these steps (appends, drains,
+a reader attaching mid-run with any cursor, tiny buffers, merged or one frame per chunk,
+long merged runs split across frames) and checks what the reader would have received:
+nothing lost, nothing repeated, seqs increasing, chunk indexes contiguous, one END.
+A lag on the last entry of a catch-up once skipped that entry (see test_runs.py).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamcore.codec import Codec
+from streamcore.events import Kind
+from streamcore.lifecycle import RunMachine
+from streamcore.outbox import Outbox
+from streamcore.run import Run, Subscription
+
+MESSAGE_ID = "m1"
+
+
+class _Run:
+    """What a Subscription reads (entries with text deltas bare, base, sealed), and the
+    run's side of delivery, as :class:`streamcore.run.Run` does it."""
+
+    base = 0
+
+    message_id = MESSAGE_ID
+
+    def __init__(self) -> None:
+        self.machine = RunMachine(MESSAGE_ID)
+        self.entries: list[Any] = []
+        self.sealed = False
+        self.subscribers: list[Subscription] = []
+
+    def emit(self, entry: tuple) -> None:
+        if entry[1] == Kind.TEXT:
+            self.entries.append(entry[2])  # a text delta is logged as its bare str
+            for sub in self.subscribers:
+                sub.deliver_text(entry[0], entry[2])
+        else:
+            self.entries.append(entry)
+            for sub in self.subscribers:
+                sub.deliver(entry)
+
+    def subscribe(self, sub: Subscription) -> None:
+        sub.pump()
+        if not sub.closed:
+            self.subscribers.append(sub)
+
+    def seal(self) -> None:
+        self.sealed = True
+        for sub in self.subscribers:
+            if not sub.lagging:
+                sub.close()
+        self.subscribers.clear()
+
+
+def _drain(outbox: Outbox) -> list[bytes]:
+    """One turn of the connection's writer: what is pending, else catch-up then pending."""
+    if len(outbox):
+        return outbox.take()
+    if outbox.lagging:
+        outbox.catch_up()
+        return outbox.take()
+    return []
+
+
+_steps = st.lists(st.sampled_from(["text", "text", "text", "reasoning", "app", "drain", "drain"]), max_size=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    steps=_steps,
+    attach_at=st.integers(0, 60),
+    cursor=st.integers(-3, 70),
+    limit=st.integers(0, 400),
+    merge=st.booleans(),
+    max_text=st.integers(1, 40),
+    sizes=st.lists(st.integers(1, 12), min_size=1, max_size=8),
+)
+def test_a_reader_gets_every_entry_after_its_cursor_once_in_order(
+    steps: list[str], attach_at: int, cursor: int, limit: int, merge: bool, max_text: int, sizes: list[int]
+) -> None:
+    outbox = Outbox(limit, max_text=max_text)
+    closed: list[Subscription] = []
+    session = SimpleNamespace(
+        codec=Codec(), limits=SimpleNamespace(coalesce_chunks=merge), metadata=None,
+        metadata_for=lambda request_id: None, outbox=outbox, max_frame_bytes=1 << 20,
+        subscription_closed=closed.append,
+    )
+    run = _Run()
+    run.emit(run.machine.start("model"))
+    sub: Subscription = Subscription(session, run, MESSAGE_ID, None, cursor)  # type: ignore[arg-type]
+    frames: list[bytes] = []
+    # A frame's worth of slack: the check comes before a put, so the last put may pass it.
+    bound = limit + max(sizes) * 6 + 200
+    for i, step in enumerate([*steps, "end"]):
+        if i == attach_at:
+            # As Engine.resume attaches a reader to a live run (a cursor past what it logged
+            # yet gets a reader that skips up to it).
+            sub = Run.reader(run, session, None, cursor)  # type: ignore[arg-type]
+            run.subscribe(sub)
+        if step == "text":
+            size = sizes[i % len(sizes)]
+            run.emit(run.machine.text_delta(f"<{run.machine.seq + 1}>".ljust(size + 4, "x")))
+        elif step == "reasoning":
+            run.emit(run.machine.reasoning_delta(f"[{run.machine.seq + 1}]"))
+        elif step == "app":
+            run.emit(run.machine.app("CUSTOM_EVENT", {"n": run.machine.seq + 1}))
+        elif step == "drain":
+            frames += _drain(outbox)
+        else:
+            for entry in run.machine.finish("complete"):
+                run.emit(entry)
+            run.seal()
+        assert outbox.pending <= bound
+    if not sub.closed and not sub.lagging and sub not in run.subscribers:
+        run.subscribe(sub)  # attached after the run ended: a RESUME of a finished run
+    for _ in range(10_000):  # the writer goes on until the reader has everything
+        if sub.closed and not len(outbox):
+            break
+        frames += _drain(outbox)
+    assert sub.closed and closed == [sub]
+
+    received = [msgspec.json.decode(f) for f in frames]
+    expected = [e for e in _expanded(run.entries) if e[0] > cursor]
+    seqs = [f["data"]["seq"] for f in received]
+    assert seqs == sorted(set(seqs))
+    chunks = [f["data"] for f in received if f["type"] == "AI_MESSAGE_CHUNK"]
+    assert [c["index"] for c in chunks] == list(range(len(chunks)))
+    assert "".join(c["content"] for c in chunks) == "".join(e[2] for e in expected if e[1] == Kind.TEXT)
+    reasoning = [f["data"]["content"] for f in received if f["type"] == "AI_REASONING_CHUNK"]
+    assert "".join(reasoning) == "".join(e[2] for e in expected if e[1] == Kind.REASONING)
+    others = [f["data"]["seq"] for f in received if f["type"] not in ("AI_MESSAGE_CHUNK", "AI_REASONING_CHUNK")]
+    assert others == [e[0] for e in expected if e[1] not in (Kind.TEXT, Kind.REASONING)]
+    # One END, unless the cursor was at or past it ("sends nothing").
+    assert [f["type"] for f in received].count("AI_MESSAGE_END") == (cursor < run.machine.seq)
+
+
+def _expanded(entries: list[Any]) -> list[tuple]:
+    return [(i + 1, Kind.TEXT, e) if type(e) is str else e for i, e in enumerate(entries)]

@@ -686,11 +686,11 @@ class Engine:
         """A reader on another worker follows ``run``: restart its grace period."""
         if run.sealed or self._tg is None or self.closing or self.config.runs.always_finish:
             return
-        if run._grace is not None:
+        if not run.subscribers:  # a new period; grace_scope() ends the one under way
+            self._tg.start_soon(run.grace, self.config.runs.grace_period, run.grace_scope())
+        elif run._grace is not None:
             run._grace.cancel()
             run._grace = None
-        if not run.subscribers:
-            self._tg.start_soon(run.grace, self.config.runs.grace_period)
 
     def run_known(self, message_id: str, owner: str) -> bool:
         """Whether ``owner`` may know ``message_id`` as a finished, retained run."""
@@ -715,7 +715,7 @@ class Engine:
         if rc.grace_period == 0:
             run.stop("user_cancelled")
         else:
-            self._tg.start_soon(run.grace, rc.grace_period)
+            self._tg.start_soon(run.grace, rc.grace_period, run.grace_scope())
 
     def _run_sealed(self, run: Run) -> None:
         self.telemetry.on_run_sealed(run)

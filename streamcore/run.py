@@ -327,10 +327,19 @@ class Run:
         if not self.subscribers and not self.sealed:
             self.engine._orphaned(self)
 
-    async def grace(self, seconds: float) -> None:
-        """Cancel the run if nobody resumes it within ``seconds`` (the engine starts this)."""
-        with anyio.CancelScope() as scope:
-            self._grace = scope
+    def grace_scope(self) -> anyio.CancelScope:
+        """The scope of a grace period about to start (see :meth:`grace`), made now: a
+        reader attaching before the grace task runs cancels it (a scope cancelled before
+        it is entered cancels at once), and a period never outlives the next one."""
+        if self._grace is not None:
+            self._grace.cancel()
+        self._grace = scope = anyio.CancelScope()
+        return scope
+
+    async def grace(self, seconds: float, scope: anyio.CancelScope) -> None:
+        """Cancel the run if nobody resumes it within ``seconds`` (the engine starts this
+        with :meth:`grace_scope`)."""
+        with scope:
             await anyio.sleep(seconds)
             if not self.subscribers and not self.sealed:
                 _log.info("run.abandoned", message_id=self.message_id, grace_period=seconds)

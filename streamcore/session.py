@@ -460,12 +460,15 @@ class Session:
         old = self.subscriptions.pop(sub.message_id, None)
         if old is not None:
             old.closed = True
-            self.engine.unsubscribe(old)
         self.subscriptions[sub.message_id] = sub
         if run is not None:
             run.subscribe(sub)
         else:
             sub.pump()
+        if old is not None:
+            # Detached only once the new reader is attached: in between, the run would
+            # have no reader and be taken for abandoned (cancelled at once with no grace).
+            self.engine.unsubscribe(old)
 
     def subscription_closed(self, sub: Subscription) -> None:
         if self.subscriptions.get(sub.message_id) is sub:

@@ -172,6 +172,50 @@ async def test_runlog_waiting_reader_wakes_on_append(kind, request):
         assert elapsed < TIMEOUT / 2  # woken by the append, not by the wait's end
 
 
+class _LandsBeforeDone:
+    """A Redis client (the real one underneath) that runs ``before`` ahead of the reader's
+    look at ``done``: the writer's last flush then lands exactly between a read that
+    found nothing new and that look, as it may when two workers race."""
+
+    def __init__(self, client: Any, before: Any) -> None:
+        self._client = client
+        self._before = before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def hget(self, *args: Any) -> Any:
+        before, self._before = self._before, None
+        if before is not None:
+            await before()
+        return await self._client.hget(*args)
+
+
+async def test_redis_runlog_read_that_finds_the_run_sealed_returns_its_last_entries(request):
+    """A read found nothing after its cursor, then the run's last flush (its END and the
+    seal) landed before the read looked at ``done``: it once answered "nothing, sealed",
+    and a reader pulling the run (Engine._pull) stopped without its AI_MESSAGE_END."""
+    async with open_backends("redis", request, workers=2) as (a, b):
+        writer = a.runlog.open("run-last", "u:ann")
+        entries = _entries(4)
+        for e in _as_appended(entries):
+            writer.append(e)
+        with anyio.fail_after(TIMEOUT):
+            await writer.flush()
+        end = (4, Kind.ENDED, Ended("m", "complete", "w2 w3", None))
+
+        async def last_flush() -> None:
+            writer.append(end)
+            writer.finish()
+            with anyio.fail_after(TIMEOUT):
+                await writer.flush()
+
+        b.runlog.client = _LandsBeforeDone(b.runlog.client, last_flush)
+        with anyio.fail_after(TIMEOUT):
+            got, done = await b.runlog.read("run-last", 3, wait=0.05)
+        assert (got, done) == ([end], True)
+
+
 @pytest.mark.parametrize("kind", BACKENDS)
 async def test_runlog_many_interleaved_runs(kind, request):
     async with open_backends(kind, request, workers=2) as (a, b):

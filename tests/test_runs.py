@@ -116,6 +116,77 @@ async def test_resume_of_a_live_run_with_a_cursor_ahead_of_it_gets_only_what_fol
     await engine.aclose()
 
 
+async def test_resume_of_a_message_the_connection_follows_does_not_cancel_it_without_grace():
+    """Resuming a message the connection already follows replaces the old cursor (SPEC).
+    The old reader was detached before the new one was attached: for that instant the run
+    had no reader, and with grace_period = 0 it was cancelled (user_cancelled)."""
+    provider = ScriptedProvider(PIECES, gate_after=2)
+    engine = make_engine(provider, runs={"grace_period": 0})
+    async with connection(engine, user_id="ann") as a:
+        await a.send("USER_MESSAGE", {"content": "hi"})
+        message_id = (await a.receive_until("AI_MESSAGE_START"))[-1]["data"]["messageId"]
+        with anyio.fail_after(5):
+            await provider.reached_gate.wait()
+        await a.send("RESUME", {"messageId": message_id, "lastSeq": 0})
+        await a.send("PING", {"timestamp": 1})  # answered once the RESUME is handled
+        await a.receive_until("PONG")
+        provider.gate.set()
+        frames = await a.receive_until("AI_MESSAGE_END")
+    end = frames[-1]["data"]
+    assert end["stopReason"] == "complete" and end["content"] == FULL
+    assert engine.runs == {} and provider.closed == 1
+    await engine.aclose()
+
+
+def _bare_run() -> tuple[Any, Any, list]:
+    """A Run with a stand-in engine that records orphaning, and a stand-in session."""
+    from types import SimpleNamespace
+
+    from streamcore.codec import Codec
+    from streamcore.outbox import Outbox
+    from streamcore.run import Run
+    from streamcore.session import Session
+
+    orphaned: list = []
+    engine = SimpleNamespace(_orphaned=orphaned.append, _run_sealed=lambda run: None)
+    engine.unsubscribe = lambda sub: Engine.unsubscribe(engine, sub)  # type: ignore[arg-type]
+    session = SimpleNamespace(
+        codec=Codec(), limits=SimpleNamespace(coalesce_chunks=True), metadata=None,
+        metadata_for=lambda request_id: None, outbox=Outbox(1 << 16), max_frame_bytes=1 << 20,
+        subscriptions={}, engine=engine,
+    )
+    session.subscription_closed = lambda sub: Session.subscription_closed(session, sub)  # type: ignore[arg-type]
+    run = Run(engine, "m1", "a:x", SimpleNamespace(purpose="chat"), MemoryRunLog().open("m1", "a:x"))  # type: ignore[arg-type]
+    run._emit(run.machine.start("model"))
+    return run, session, orphaned
+
+
+def test_a_resume_replacing_a_reader_of_a_live_run_never_leaves_it_without_one():
+    """Pure: with a grace period, the instant without a reader started a grace timer that
+    nothing cancelled (its task had not run yet when the new reader attached)."""
+    from streamcore.session import Session
+
+    run, session, orphaned = _bare_run()
+    Session.follow(session, run.reader(session, "r1"), run)  # the USER_MESSAGE's reader
+    Session.follow(session, run.reader(session, "r2", 1), run)  # a RESUME of it
+    assert [sub.request_id for sub in run.subscribers] == ["r2"]
+    assert orphaned == []
+
+
+async def test_a_reader_attaching_before_the_grace_task_runs_ends_that_grace_period():
+    """Pure: the grace period's scope is made when the run is orphaned, so a RESUME that
+    attaches before the grace task first runs cancels it (it once found no scope to
+    cancel, and the stale timer later cut the run short)."""
+    from streamcore.session import Session
+
+    run, session, _ = _bare_run()
+    scope = run.grace_scope()  # what Engine._orphaned does, before starting run.grace
+    Session.follow(session, run.reader(session, "r1"), run)
+    with anyio.fail_after(5):
+        await run.grace(3600, scope)  # returns at once: cancelled before it began
+    assert run.stop_reason is None and run._grace is None
+
+
 async def test_resume_after_the_end_replays_from_start_within_retention():
     engine = make_engine(ScriptedProvider(PIECES))
     async with connection(engine, user_id="ann") as a:

@@ -368,9 +368,16 @@ class RedisRunLog:
                 resp = await self.client.xread({key: f"{after}-0"}, count=1000)
             if not resp:
                 done = await self.client.hget(self.prefix + "runmeta:" + run_id, "done")
-                # Unknown or expired reads as sealed; a known run with nothing new is not.
-                exists = done is not None or await self.client.exists(self.prefix + "runmeta:" + run_id)
-                return [], (not exists) or done == b"1"
+                if done == b"1":
+                    # The run's last flush may have landed between the read and this look:
+                    # ``done`` is written after the last entries, so a second read has them.
+                    resp = await self.client.xread({key: f"{after}-0"}, count=1000)
+                    if not resp:
+                        return [], True
+                else:
+                    # Unknown or expired reads as sealed; a known run with nothing new is not.
+                    exists = done is not None or await self.client.exists(self.prefix + "runmeta:" + run_id)
+                    return [], not exists
         except _DOWN as exc:
             self.health.down(exc, "runlog.read")
             raise BackendUnavailable() from None

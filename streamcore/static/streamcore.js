@@ -195,20 +195,32 @@ var StreamcoreClient = class {
   log(...args) {
     if (this.options.debug) console.debug("[streamcore]", ...args);
   }
-  /** Open the connection; resolves once connected, rejects when reconnection gives up. */
+  /**
+   * Open the connection; resolves once connected, rejects when reconnection gives up or
+   * with ConnectionLostError when disconnect() is called first.
+   */
   connect() {
     if (this.isConnected) return Promise.resolve();
     this.stopped = false;
     return new Promise((resolve, reject) => {
-      const off1 = this.on("connected", () => {
+      const off = () => {
         off1();
         off2();
+        off3();
+      };
+      const off1 = this.on("connected", () => {
+        off();
         resolve();
       });
       const off2 = this.on("reconnect_failed", (e) => {
-        off1();
-        off2();
+        off();
         reject(new Error(`could not connect after ${e.attempts} attempts`));
+      });
+      const off3 = this.on("state", (state) => {
+        if (state === ConnectionState.CLOSED && this.stopped) {
+          off();
+          reject(new ConnectionLostError("the client disconnected"));
+        }
       });
       if (!this.ws && this.timer === void 0) this.open();
     });
@@ -222,8 +234,8 @@ var StreamcoreClient = class {
     const ws = this.ws;
     this.ws = null;
     if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = null;
-      ws.onclose = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      ws.onerror = () => void 0;
       try {
         ws.close(1e3, "client closed");
       } catch {

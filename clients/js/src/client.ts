@@ -283,20 +283,32 @@ export class StreamcoreClient {
     if (this.options.debug) console.debug("[streamcore]", ...args);
   }
 
-  /** Open the connection; resolves once connected, rejects when reconnection gives up. */
+  /**
+   * Open the connection; resolves once connected, rejects when reconnection gives up or
+   * with ConnectionLostError when disconnect() is called first.
+   */
   connect(): Promise<void> {
     if (this.isConnected) return Promise.resolve();
     this.stopped = false;
     return new Promise<void>((resolve, reject) => {
-      const off1 = this.on("connected", () => {
+      const off = () => {
         off1();
         off2();
+        off3();
+      };
+      const off1 = this.on("connected", () => {
+        off();
         resolve();
       });
       const off2 = this.on("reconnect_failed", (e) => {
-        off1();
-        off2();
+        off();
         reject(new Error(`could not connect after ${e.attempts} attempts`));
+      });
+      const off3 = this.on("state", (state) => {
+        if (state === ConnectionState.CLOSED && this.stopped) {
+          off();
+          reject(new ConnectionLostError("the client disconnected"));
+        }
       });
       if (!this.ws && this.timer === undefined) this.open();
     });
@@ -311,8 +323,10 @@ export class StreamcoreClient {
     const ws = this.ws;
     this.ws = null;
     if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = null;
-      ws.onclose = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      // Closing a socket still connecting reports an error event (Node's ws emits it,
+      // browsers fire it): swallowed here, or an emitter without a listener throws it.
+      ws.onerror = () => undefined;
       try {
         ws.close(1000, "client closed");
       } catch {

@@ -1,14 +1,26 @@
 // StreamcoreClient against a real `streamcore serve` (demo provider) on 127.0.0.1.
+import net from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import {
   ConnectionLostError,
   EventType,
   QueueFullError,
   RemoteError,
   type Envelope,
-  type StreamcoreClient,
+  StreamcoreClient,
+  type WebSocketConstructor,
 } from "../src/index.js";
-import { Proxy, makeClient, next, sentFrames, startServer, withTimeout, type Server } from "./harness.js";
+import {
+  Proxy,
+  RecordingWebSocket,
+  makeClient,
+  next,
+  sentFrames,
+  startServer,
+  withTimeout,
+  type Server,
+} from "./harness.js";
 
 let server: Server;
 const clients: StreamcoreClient[] = [];
@@ -224,6 +236,50 @@ describe("reconnection", () => {
       expect(eb.content).toContain("second");
     } finally {
       await limited.stop();
+    }
+  });
+});
+
+describe("disconnect", () => {
+  it("while the socket is still connecting, closes it without an unhandled error", async () => {
+    // A server that accepts the TCP connection and never answers the handshake.
+    const held: net.Socket[] = [];
+    let accepted!: () => void;
+    const acceptedP = new Promise<void>((r) => (accepted = r));
+    const silent = net.createServer((sock) => {
+      held.push(sock);
+      accepted();
+    });
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const port = (silent.address() as net.AddressInfo).port;
+    let socket: WebSocket | undefined;
+    class Capturing extends RecordingWebSocket {
+      constructor(url: string, protocols?: string | string[]) {
+        super(url, protocols);
+        socket = this;
+      }
+    }
+    const c = new StreamcoreClient({
+      url: `ws://127.0.0.1:${port}/ws`,
+      WebSocket: Capturing as unknown as WebSocketConstructor,
+      reconnect: false,
+      pingInterval: 0,
+      timeout: 5000,
+    });
+    try {
+      const connecting = c.connect().catch((e: unknown) => e);
+      await withTimeout(acceptedP, undefined, "the TCP connection");
+      expect(socket?.readyState).toBe(WebSocket.CONNECTING);
+      // ws reports the aborted handshake as an error event, then close: with no error
+      // listener left, that error was thrown from a callback and close never came.
+      const closed = new Promise((r) => socket?.once("close", r));
+      c.disconnect();
+      await withTimeout(closed, undefined, "the aborted socket's close event");
+      expect(await withTimeout(connecting, undefined, "connect() to settle")).toBeInstanceOf(ConnectionLostError);
+      expect(c.connectionState).toBe("closed");
+    } finally {
+      for (const sock of held) sock.destroy();
+      await new Promise((r) => silent.close(r));
     }
   });
 });

@@ -100,17 +100,19 @@ class MemoryConversationStore:
             self._touch(owner, conversation_id)
         for message in messages:
             conv.messages.append(message)
-            conv.bytes += len(message.content)
+            conv.bytes += _utf8_len(message.content)
         # The oldest messages go first; the newest turn stays even when it alone is large
         # (trimmed to the byte bound from its start), so a reply always sees its question.
         while conv.messages and (len(conv.messages) > self.max_messages or conv.bytes > self.max_bytes):
             if len(conv.messages) == 1:
                 only = conv.messages[0]
-                keep = only.content[-self.max_bytes:]
+                # Cut in bytes, at a character boundary (a partial character is dropped).
+                raw = only.content.encode("utf-8", "surrogatepass")
+                keep = raw[-self.max_bytes:].decode("utf-8", "ignore") if self.max_bytes else ""
                 conv.messages[0] = ChatMessage(only.role, keep)
-                conv.bytes = len(keep)
+                conv.bytes = _utf8_len(keep)
                 break
-            conv.bytes -= len(conv.messages.popleft().content)
+            conv.bytes -= _utf8_len(conv.messages.popleft().content)
 
     async def drop_owner(self, owner: str) -> None:
         for conversation_id in self._by_owner.pop(owner, ()):
@@ -136,3 +138,8 @@ class MemoryConversationStore:
                 theirs.pop(old_id, None)
                 if not theirs:
                     del self._by_owner[old_owner]
+
+
+def _utf8_len(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (``[limits] history_bytes`` counts bytes, as Redis does)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

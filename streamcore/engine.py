@@ -373,21 +373,25 @@ class Engine:
     def _deliver(sessions: Iterable[Session], type: str, data: Any, metadata: Any = None) -> int:
         # Outboxes never block: a dead or slow connection cannot stall the others (the
         # writer's watchdog closes clients that stop reading).
-        frames: dict[int, bytes] = {}
+        frames: dict[int, bytes | None] = {}  # None: this codec cannot encode the event
         count = 0
         for session in list(sessions):
             if session.closed:
                 continue
             codec = session.codec
-            frame = frames.get(id(codec))
-            if frame is None:
+            key = id(codec)
+            if key in frames:
+                frame = frames[key]
+            else:
                 try:
-                    frame = frames[id(codec)] = codec.encode(type, data, metadata)
+                    frame = frames[key] = codec.encode(type, data, metadata)
                 except Exception:
-                    _log.exception("delivery.encode_failed", type=type)
-                    return count
-            session.outbox.put(frame)
-            count += 1
+                    # One wire format failing (MessagePack and an int past 64 bits) does
+                    # not keep the event from the clients of the others.
+                    _log.exception("delivery.encode_failed", type=type, codec=codec.__class__.__name__)
+                    frame = frames[key] = None
+            if frame is not None and session.queue(frame):
+                count += 1
         return count
 
     def _on_bus(self, msg: BusMessage) -> None:

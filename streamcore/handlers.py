@@ -53,7 +53,9 @@ def user_message(session: Session, frame: UserMessage) -> None:
     elif session.user_id is None:
         # An anonymous client keeps its conversation across reconnects (a new connection
         # id each time) through the id alone, like its runs: clients make it unguessable.
-        owner = "a:*"
+        # Each such conversation is its own owner: the per-owner bound must not let one
+        # anonymous client evict another's history ([limits] max_conversations bounds them).
+        owner = "a:*" + conversation_id
     conversation = Conversation(owner, conversation_id, ChatMessage("user", d.content))
     request = engine.request([], purpose="chat", context=d.context)
     session.generate(request, request_id=frame.id, conversation=conversation)

@@ -257,7 +257,8 @@ class Run:
 
     __slots__ = (
         "engine", "message_id", "owner", "request", "request_id", "purpose", "conversation", "machine",
-        "writer", "entries", "sealed", "subscribers", "stop_reason", "scope", "deadline", "t0", "_done", "_grace",
+        "writer", "entries", "sealed", "subscribers", "stop_reason", "stopped", "scope", "deadline", "t0", "_done",
+        "_grace",
         "_telemetry", "__weakref__",
     )
 
@@ -285,6 +286,8 @@ class Run:
         self.sealed = False
         self.subscribers: list[Subscription] = []
         self.stop_reason: str | None = None
+        #: stop() was called, at any point (stop_reason is only set while the answer runs).
+        self.stopped = False
         self.scope: anyio.CancelScope | None = None
         #: when (``time.monotonic()``) the engine's sweeper cancels the provider stream for
         #: taking too long: see :meth:`expire`.
@@ -350,7 +353,10 @@ class Run:
     # --- control ---------------------------------------------------------------------------
 
     def stop(self, reason: str) -> None:
-        """Stop at once (stop, shutdown, abandonment): the provider stream is cancelled."""
+        """Stop at once (stop, shutdown, abandonment): the provider stream is cancelled.
+        After the END (while the turn is recorded) it still keeps the follow-up questions
+        call from starting."""
+        self.stopped = True
         if self.stop_reason is None and self.machine.state in (RunState.PENDING, RunState.STREAMING):
             self.stop_reason = reason
         if self.scope is not None:
@@ -583,7 +589,7 @@ class Run:
                 EventType.OBJECTIVE_GENERATED, ObjectiveGeneratedData(objective, elapsed, self.message_id)
             ))
         mode = engine.config.features.follow_up_questions
-        if mode != "off" and reason == "complete" and self.purpose == "chat" and self.stop_reason is None:
+        if mode != "off" and reason == "complete" and self.purpose == "chat" and not self.stopped:
             await self._follow_up(mode, text)
 
     async def _follow_up(self, mode: str, answer: str) -> None:

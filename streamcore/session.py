@@ -51,6 +51,11 @@ _BATCH_BYTES = 32 * 1024
 _NO_GROUP = contextlib.nullcontext()
 
 
+#: pending bytes, in ``[limits] send_buffer_bytes``, past which a frame no log can replay
+#: is dropped and the connection closed as too slow (see :meth:`Session.queue`).
+UNREPLAYABLE_FACTOR = 4
+
+
 async def _send_batches(frames: list[bytes], send: Any, send_many: Any, outbox: Outbox) -> None:
     """Send ``frames`` through ``send_many`` in batches of about ``_BATCH_BYTES``."""
     i, n = 0, len(frames)
@@ -364,7 +369,9 @@ class Session:
         await self.close(CloseReason.GOING_AWAY, "idle timeout")
 
     async def _close_slow(self) -> None:
-        self.log.warning("connection.slow_client", timeout=self.limits.slow_client_timeout)
+        self.log.warning(
+            "connection.slow_client", timeout=self.limits.slow_client_timeout, pending_bytes=self.outbox.pending
+        )
         # The writer is blocked in a send that will never finish and may hold the
         # transport's send lock: cancel it, then close with a bound (the close frame itself
         # may not fit in a full buffer).
@@ -425,7 +432,25 @@ class Session:
                 ),
                 self.metadata_for(request_id),
             )
-        self.outbox.put(frame)
+        self.queue(frame)
+
+    def queue(self, frame: bytes) -> bool:
+        """Queue an encoded frame that no run log can replay (an application event, a
+        broadcast, an ERROR); False when it was dropped.
+
+        A run's chunks wait in the log for a reader that falls behind; these cannot. Past
+        :data:`UNREPLAYABLE_FACTOR` × ``[limits] send_buffer_bytes`` pending, the client is
+        not keeping up with what it is sent (a busy topic, a flood of events): the frame
+        is dropped and the connection closed (1008), which bounds this buffer too.
+        """
+        outbox = self.outbox
+        if outbox.pending > UNREPLAYABLE_FACTOR * self.limits.send_buffer_bytes:
+            if self._closing_for is None and self._tasks is not None:
+                self._closing_for = "slow"
+                self._tasks.start_soon(self._close_slow)
+            return False
+        outbox.put(frame)
+        return True
 
     def send_error(self, exc: StreamcoreError, request_id: str | None) -> None:
         self.engine.telemetry.on_error(exc.code)

@@ -25,9 +25,10 @@ Each response is one engine connection (:meth:`Engine.serve`) whose transport is
 send-only: the request body is its one client frame (so it costs a rate-limit token and
 fails like a WebSocket frame would), the run's events are SSE events with ``id: <seq>``,
 a comment every ``heartbeat`` seconds keeps proxies from closing an idle stream, and the
-response ends once the followed run is sealed and flushed. A client that disconnects
-leaves the run to the engine's grace rule (``[runs] grace_period``), as a WebSocket does;
-``Last-Event-ID`` resumes it from the run log on any worker sharing the log.
+response ends once the followed run is sealed and flushed (or the command failed). A
+client that disconnects leaves the run to the engine's grace rule (``[runs]
+grace_period``), as a WebSocket does; ``Last-Event-ID`` resumes it from the run log on any
+worker sharing the log.
 
 A request refused before its stream starts gets an HTTP status and a JSON body
 ``{"error": {code, message, retryable, retryAfter?}}``: 400 ``INVALID_MESSAGE``, 401
@@ -56,7 +57,8 @@ import msgspec
 from streamcore.auth import AuthError, authenticate
 from streamcore.dialects import AGUIDialect, AISDKDialect, EnvelopeSSE
 from streamcore.dialects.base import HEARTBEAT, LATE, SSEDialect
-from streamcore.errors import ConnectionClosed
+from streamcore.errors import ConnectionClosed, StreamcoreError
+from streamcore.events import Entry, expand
 from streamcore.log import get_logger
 from streamcore.protocol import ErrorCode, Resume, ResumeData
 from streamcore.transport import CloseReason, ConnectionInfo
@@ -105,6 +107,9 @@ _STATUS = {
     ErrorCode.TIMEOUT: 504,
 }
 _json = msgspec.json.Encoder()
+#: Frames (broadcasts, in practice) one response holds while its command is not handled
+#: yet; their bytes are bounded by ``[limits] send_buffer_bytes``.
+_MAX_HELD = 64
 
 
 # --- the run index: chat / thread id -> its latest run ---------------------------------------
@@ -187,10 +192,13 @@ class SSEStream:
     """One SSE response as a send-only :class:`~streamcore.transport.Connection`.
 
     The session reads the request's command through :meth:`receive` (the first call
-    returns ``first``); later calls wait until the client disconnects or the followed
-    run has been delivered and flushed, then raise ``ConnectionClosed``. The response
-    starts (status 200 and the SSE headers) with the first frame, or is refused with an
-    HTTP error when that first frame is an ``ERROR``.
+    returns ``first``); later calls wait until the client disconnects or the command has
+    nothing more to stream (its run was delivered, or it failed and follows no run) and
+    what was sent is flushed, then raise ``ConnectionClosed``. The response starts (status
+    200 and the SSE headers) once the command's run is known, so its id is in the headers
+    and the run index: frames that come before (a broadcast while the command waits for a
+    shared rate limiter) are held, bounded, and sent first. It is refused with an HTTP
+    error when the command fails before that (an ``ERROR`` frame).
 
     Args:
         engine: the engine.
@@ -226,6 +234,11 @@ class SSEStream:
         self._first: bytes | None = first
         self._on_commit = on_commit
         self._wake = anyio.Event()
+        # The session has handled (dispatched) the command: frames from now on may be its own.
+        self._dispatched = False
+        # Frames sent before the response could start (see _hold).
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         self._lock = anyio.Lock(fast_acquire=True)
 
     # --- driving ------------------------------------------------------------------------------
@@ -261,17 +274,22 @@ class SSEStream:
                 return
             if time.monotonic() - self.last_send >= interval:
                 if not self.started:
+                    if not self._dispatched:  # it may still be refused with an HTTP status
+                        await anyio.sleep(interval)
+                        continue
+                    # A command still without a run answers without one: what it sent goes out.
                     await self._commit()
                 await self._write(HEARTBEAT)
 
     # --- the Connection the session sees ------------------------------------------------------
 
     async def receive(self) -> bytes:
+        if self.session is None:
+            self._attach()
         first, self._first = self._first, None
         if first is not None:
             return first
-        if self.session is None:
-            self._attach()
+        self._dispatched = True  # the session reads again once it has handled the command
         if not (self.ended or self.client_gone):
             await self._wake.wait()
         if not (self.ended or self.client_gone) and self.session is not None:
@@ -288,6 +306,8 @@ class SSEStream:
             error = self.dialect.error
             if error is not None and error[0] is frame:
                 await self._refuse(error[1])
+                return
+            if self.dialect.message_id is None and self._hold(frame):
                 return
             await self._commit()
         if frame:
@@ -320,8 +340,8 @@ class SSEStream:
             await self._finish_body()
         self._done()
 
-    # Hooks a Session may call (see the module notes): it names itself, and says when it
-    # follows no run any more.
+    # Hooks a Session may call: it names itself, and says when its command has nothing more
+    # to stream (it follows no run any more, or its command failed without one).
 
     def bind_session(self, session: Session) -> None:
         self.session = session
@@ -332,23 +352,51 @@ class SSEStream:
     # --- internals ------------------------------------------------------------------------------
 
     def _attach(self) -> None:
-        """Find this connection's session and learn when it stops following runs.
+        """Find this connection's session and learn when its command has nothing more to
+        stream: its last subscription closed, or an ERROR while it follows no run (a RESUME
+        failing after a resume response started: the run expired in between, the shared
+        log failed). Known at the session, not per frame sent: no cost per chunk.
 
         Used when the Session does not call :meth:`bind_session` and :meth:`session_idle`
-        itself: its ``subscription_closed`` is wrapped for this one instance.
+        itself: its ``subscription_closed`` and ``send_error`` are wrapped for this one
+        instance, from the first :meth:`receive` (before the command can fail).
         """
         session = next((s for s in self.engine.sessions if s.conn is self), None)
         if session is None:
             return
         self.session = session
-        original = session.subscription_closed
+        closed, send_error = session.subscription_closed, session.send_error
 
         def subscription_closed(sub: Any) -> None:
-            original(sub)
+            closed(sub)
             if not session.subscriptions:
                 self.session_idle()
 
+        def failed(exc: StreamcoreError, request_id: str | None) -> None:
+            send_error(exc, request_id)
+            if not session.subscriptions:
+                self.session_idle()  # receive() ends the response once the ERROR is flushed
+
         session.subscription_closed = subscription_closed  # type: ignore[method-assign]
+        session.send_error = failed  # type: ignore[method-assign]
+
+    def _hold(self, frame: bytes) -> bool:
+        """Keep ``frame`` until the response starts; False when it must start now instead.
+
+        A frame comes before the command's run is known when it is a broadcast (the
+        command waits for a shared rate limiter) or, once the command is dispatched, an
+        application handler's own event before it starts its run. Past the bound, a
+        broadcast from before the dispatch is dropped; a later frame may be the command's,
+        which is never dropped: the response starts without the run.
+        """
+        if not frame:
+            return True  # nothing to hold (it would only have started the response)
+        size = self._held_bytes + len(frame)
+        if len(self._held) < _MAX_HELD and size <= self.engine.config.limits.send_buffer_bytes:
+            self._held.append(frame)
+            self._held_bytes = size
+            return True
+        return not self._dispatched
 
     def _done(self) -> None:
         self.ended = True
@@ -373,6 +421,9 @@ class SSEStream:
         preamble = self.dialect.preamble()
         if preamble:
             await self._write(preamble)
+        if self._held:
+            held, self._held, self._held_bytes = self._held, [], 0
+            await self._write(b"".join(held))
 
     async def _write(self, body: bytes) -> None:
         async with self._lock:
@@ -388,6 +439,7 @@ class SSEStream:
         """The command failed before anything streamed: an HTTP error instead of a stream."""
         status = _STATUS.get(error.code, 500)
         self.status = status
+        self._held, self._held_bytes = [], 0  # no stream: what waited for it is not sent
         await _respond_error(self._send, status, error.code, error.message, error.retryable, error.retryAfter)
         self._done()
 
@@ -657,12 +709,31 @@ class SSEApp:
         kwargs = {"thread_id": target, "run_id": found.run_id} if name == "agui" else {}
         dialect = self._dialect(name, **kwargs)
         if cursor > 0 and name != "envelope":
-            entries, _ = await self.engine.runlog.read(found.message_id, 0)
-            dialect.prime(e for e in entries if e[0] <= cursor)
+            dialect.prime(await self._entries_to(found.message_id, cursor))
         dialect.learn(found.message_id)
         dialect.prepared = Resume(data=ResumeData(found.message_id, cursor or None))
         stream = SSEStream(self.engine, send, receive, dialect, first=b"RESUME", heartbeat=self.heartbeat)
         await stream.serve(info, commit=True)
+
+    async def _entries_to(self, message_id: str, cursor: int) -> list[Entry]:
+        """The run's entries up to ``cursor`` included (what primes a resumed dialect).
+
+        A run live here is read in memory; otherwise the log is read until the cursor,
+        since one read may return part of a run (on Redis, 1000 stream entries: one per
+        flush, so about one per delta of a model slower than the flush window).
+        """
+        run = self.engine.runs.get(message_id)
+        if run is not None:
+            return expand(run.entries, 0, cursor)
+        entries: list[Entry] = []
+        after = 0
+        while after < cursor:
+            page, _ = await self.engine.runlog.read(message_id, after)
+            if not page:  # the run's end, or it expired meanwhile
+                break
+            entries.extend(e for e in page if e[0] <= cursor)
+            after = page[-1][0]
+        return entries
 
     async def _state(self, message_id: str, info: ConnectionInfo) -> tuple[bool, int] | None:
         """(sealed, last seq) of a run this caller may read, else None."""

@@ -79,8 +79,10 @@ class JWTVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired") from None
-        except jwt.InvalidTokenError as exc:
-            # PyJWT's messages name the failed check and never echo the key.
+        except jwt.PyJWTError as exc:
+            # InvalidTokenError, and InvalidKeyError too: a token of an accepted algorithm
+            # the key cannot verify (an ES256 token for an RSA key) is refused, never a
+            # crash. PyJWT's messages name the failed check and never echo the key.
             raise AuthError(f"invalid token: {exc}") from None
 
 

@@ -495,6 +495,8 @@ class StreamcoreClient:
         self._by_message: dict[str, _Request] = {}
         self._resumes: dict[str, _Request] = {}  # RESUME frame id -> request
         self._pongs: dict[int, anyio.Event] = {}
+        #: pings whose PONG cannot come any more (the connection dropped, or was closed).
+        self._pongs_lost: set[int] = set()
         self._connected = anyio.Event()
         self._first_attempt = anyio.Event()
         self._tg: Any = None
@@ -699,9 +701,17 @@ class StreamcoreClient:
                 except QueueFullError:
                     pass
 
+    def _lose_pings(self) -> None:
+        """Pings waiting for a PONG that cannot come: their ``ping()`` raises ConnectionLost."""
+        for stamp, event in self._pongs.items():
+            self._pongs_lost.add(stamp)
+            event.set()
+        self._pongs.clear()
+
     def _dropped(self, code: int | None, reason: str) -> None:
         # Replies already under way are resumed on the next connection; requests still
         # queued go out then. What cannot be resumed fails now.
+        self._lose_pings()
         for request in list(self._requests.values()):
             if not request.sent:
                 continue
@@ -713,6 +723,7 @@ class StreamcoreClient:
             self._fail(request, ConnectionLost(why, code=code, reason=reason))
 
     def _fail_all(self, why: str) -> None:
+        self._lose_pings()
         for request in list(self._requests.values()):
             self._fail(request, ConnectionLost(why))
         # A request whose caller got an error must never go out later.
@@ -779,7 +790,9 @@ class StreamcoreClient:
                 event.set()
             return
         rid = meta.get("requestId") or (data.get("requestId") if kind == EventType.ERROR else None)
-        if kind == EventType.ERROR and rid is not None and rid in self._resumes:
+        # A refused RESUME is an ERROR without a seq; one with a seq is the resumed run's
+        # own failure (it echoes the RESUME's id too) and goes to its request below.
+        if kind == EventType.ERROR and rid is not None and rid in self._resumes and data.get("seq") is None:
             await self._emit("*", frame)
             await self._emit(kind, data)
             self._resume_refused(self._resumes.pop(rid), remote_error(data))
@@ -982,8 +995,14 @@ class StreamcoreClient:
             stamp += 1
         event = self._pongs[stamp] = anyio.Event()
         t0 = time.perf_counter()
-        await self.send(EventType.PING, {"timestamp": stamp})
-        await event.wait()
+        try:
+            await self.send(EventType.PING, {"timestamp": stamp})
+            await event.wait()
+        finally:
+            self._pongs.pop(stamp, None)
+        if stamp in self._pongs_lost:
+            self._pongs_lost.discard(stamp)
+            raise ConnectionLost("the connection dropped before the PONG came")
         return time.perf_counter() - t0
 
 

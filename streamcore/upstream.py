@@ -74,27 +74,50 @@ def context_block(context: Any) -> str:
     )
 
 
+#: the longest ``retryAfter`` passed on to clients (a day): an upstream's header is input.
+MAX_RETRY_AFTER_MS = 24 * 3600 * 1000
+
+
 def retry_after_ms(headers: Mapping[str, str] | None) -> int | None:
-    """Milliseconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    """Milliseconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date),
+    at most :data:`MAX_RETRY_AFTER_MS`; None when absent or unreadable (``soon``,
+    ``inf``, ``nan``: the error keeps its code, without a delay)."""
     if not headers:
         return None
     get = headers.get
     value = get("retry-after-ms") or get("Retry-After-Ms")
     if value:
-        try:
-            return max(0, math.ceil(float(value)))
-        except ValueError:
-            pass
+        ms = _finite(value)
+        if ms is not None:
+            return _bounded(ms)
     value = get("retry-after") or get("Retry-After")
     if not value:
         return None
+    seconds = _finite(value)
+    if seconds is not None:
+        return _bounded(seconds * 1000)
     try:
-        return max(0, math.ceil(float(value) * 1000))
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    try:
+        return _bounded((when.timestamp() - time.time()) * 1000)
+    except (OverflowError, ValueError):  # a naive or far-off date
+        return None
+
+
+def _finite(value: str) -> float | None:
+    try:
+        number = float(value)
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        if when is None:
-            return None
-        return max(0, math.ceil((when.timestamp() - time.time()) * 1000))
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _bounded(ms: float) -> int:
+    return max(0, min(MAX_RETRY_AFTER_MS, math.ceil(ms)))
 
 
 def error_for_status(

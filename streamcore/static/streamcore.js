@@ -416,7 +416,7 @@ var StreamcoreClient = class {
       for (const [id, m] of this.resumes) if (m === messageId) this.resumes.delete(id);
     }
     const requestId = meta.requestId ?? (type === EventType.ERROR ? data.requestId : void 0);
-    if (type === EventType.ERROR && requestId !== void 0 && this.resumes.has(requestId)) {
+    if (type === EventType.ERROR && seq === void 0 && requestId !== void 0 && this.resumes.has(requestId)) {
       const lost = this.resumes.get(requestId);
       this.resumes.delete(requestId);
       this.seqs.delete(lost);

@@ -527,7 +527,8 @@ export class StreamcoreClient {
     const requestId = (meta.requestId as string | undefined) ?? (type === EventType.ERROR ? (data.requestId as string | undefined) : undefined);
 
     // A RESUME the client sent by itself failed (NOT_FOUND: expired, or unknown to this server).
-    if (type === EventType.ERROR && requestId !== undefined && this.resumes.has(requestId)) {
+    // An ERROR with a seq is the resumed run's own failure (it echoes the RESUME's id too).
+    if (type === EventType.ERROR && seq === undefined && requestId !== undefined && this.resumes.has(requestId)) {
       const lost = this.resumes.get(requestId)!;
       this.resumes.delete(requestId);
       this.seqs.delete(lost);

@@ -261,8 +261,11 @@ async def _listen(engine: Any, sock: socket.socket) -> AsyncIterator[None]:
     if cfg.server.server == "websockets":
         from streamcore.adapters.websockets import serve as ws_serve
 
-        sock.close()  # the websockets server binds its own, with reuse_port
-        async with ws_serve(engine, reuse_port=True):
+        # The websockets server binds its own socket, with reuse_port, on the port this
+        # one reserved (the config's may be 0: every worker would pick another one).
+        host, port = sock.getsockname()[:2]
+        sock.close()
+        async with ws_serve(engine, host, port, reuse_port=True):
             yield
         return
     async with _uvicorn(engine, sock):
@@ -272,9 +275,15 @@ async def _listen(engine: Any, sock: socket.socket) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def _uvicorn(engine: Any, sock: socket.socket) -> AsyncIterator[None]:
     """:func:`streamcore.adapters.uvicorn.serve` on the already bound, shared socket."""
+    from streamcore.adapters.asgi import StreamcoreASGI
+    from streamcore.adapters.sse import SSEApp
     from streamcore.adapters.uvicorn import serve
 
-    async with serve(engine, sockets=[sock], start_timeout=START_TIMEOUT, close_engine=False, backlog=2048):
+    # The same app as a single `streamcore serve`: the WebSocket route and the SSE routes.
+    app = SSEApp(engine, StreamcoreASGI(engine, lifespan=False))
+    async with serve(
+        engine, app=app, sockets=[sock], start_timeout=START_TIMEOUT, close_engine=False, backlog=2048
+    ):
         yield
 
 def main(argv: list[str] | None = None) -> int:

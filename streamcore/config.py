@@ -7,6 +7,7 @@ live in the file: API keys and the JWT secret come from the environment.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import sys
@@ -255,6 +256,8 @@ def _validate(cfg: Config) -> None:
         "limits.first_chunk_timeout": lim.first_chunk_timeout,
         "limits.generation_timeout": lim.generation_timeout,
         "limits.idle_timeout": lim.idle_timeout,
+        "limits.ping_interval": lim.ping_interval,
+        "limits.ping_timeout": lim.ping_timeout,
         "limits.messages_per_interval": lim.messages_per_interval,
         "limits.interval": lim.interval,
         "limits.send_buffer_bytes": lim.send_buffer_bytes,
@@ -286,8 +289,9 @@ def _validate(cfg: Config) -> None:
     if cfg.runs.grace_period < 0:
         raise ConfigError(f"runs.grace_period must be >= 0, got {cfg.runs.grace_period!r}")
     for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be > 0, got {value!r}")
+        # NaN compares false with everything and inf never elapses: both refused.
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{key} must be > 0 (and finite), got {value!r}")
     if lim.max_frame_bytes < 0:
         raise ConfigError(f"limits.max_frame_bytes must be >= 0, got {lim.max_frame_bytes!r}")
     if lim.history_messages < 0:

@@ -384,12 +384,15 @@ class Session:
         return any(not sub.source.sealed for sub in self.subscriptions.values())
 
     async def close(self, code: int = CloseReason.NORMAL, reason: str = "") -> None:
-        """Close the connection (bounded in time by the adapter)."""
+        """Close the connection, within ``[runs] cleanup_timeout``: a close handshake
+        waits for the client to read what is queued, and one that stopped reading never
+        does; the connection is then dropped all the same."""
         self.closed = True
-        try:
-            await self.conn.close(code, reason)
-        except ConnectionClosed:
-            pass
+        with anyio.move_on_after(self.engine.config.runs.cleanup_timeout):
+            try:
+                await self.conn.close(code, reason)
+            except ConnectionClosed:
+                pass
         self._stop()
 
     async def shutdown(self, timeout: float) -> None:

@@ -74,6 +74,10 @@ _log = structlog.get_logger("streamcore")
 
 #: What counts as "Redis is unreachable" (ResponseError is a bug or a full server).
 _DOWN = (RedisError, OSError)
+#: seconds of silence on the broker's pub/sub connection before it is pinged, and seconds
+#: the answer may take before the connection is taken for dead and made again.
+_SUBSCRIBER_PING_AFTER = 5.0
+_SUBSCRIBER_PONG_WITHIN = 5.0
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -483,9 +487,24 @@ class RedisBroker:
                 self._ready.set()
                 self.health.ok()
                 backoff = 0.0
+                heard, pinged = anyio.current_time(), False
                 while True:
-                    msg = await pubsub.get_message(timeout=None)
-                    if msg is None or msg.get("type") != "message":
+                    # Bounded waits, and a PING after a silence: a connection that died
+                    # without a reset (a crashed host, a failover, a dropped NAT entry)
+                    # would otherwise be waited on until the kernel gives up, hours later,
+                    # with this worker deaf to the others and its health still "up".
+                    msg = await pubsub.get_message(timeout=1.0)
+                    now = anyio.current_time()
+                    if msg is None:
+                        silent = now - heard
+                        if not pinged and silent >= _SUBSCRIBER_PING_AFTER:
+                            await pubsub.ping()
+                            pinged = True
+                        elif pinged and silent >= _SUBSCRIBER_PING_AFTER + _SUBSCRIBER_PONG_WITHIN:
+                            raise ConnectionError("the pub/sub connection stopped answering")
+                        continue
+                    heard, pinged = now, False  # anything heard, a PONG included
+                    if msg.get("type") != "message":
                         continue
                     try:
                         message = _bus(msg["data"])
@@ -645,6 +664,10 @@ class _RedisBucket:
         return self.limiter._take(self)
 
 
+#: slot releases kept for a retry while Redis is unreachable (see RedisLimiter.release).
+_MAX_UNRELEASED = 10_000
+
+
 class RedisLimiter:
     """Rate and concurrency limits per user across workers (atomic Lua scripts).
 
@@ -680,6 +703,9 @@ class RedisLimiter:
         from ..limits import MemoryLimiter
 
         self._local = MemoryLimiter(messages, interval)
+        #: slots whose release failed (Redis unreachable), by owner: freed at that owner's
+        #: next acquire, not only when their lease ends (a user would be refused for it).
+        self._unreleased: dict[str, set[str]] = {}
 
     def rate(self, session: Any) -> Any:
         local = self._local.rate(session)
@@ -709,9 +735,14 @@ class RedisLimiter:
 
     async def acquire(self, owner: str, run_id: str, limit: int) -> bool:
         local = self._local.try_acquire(owner, run_id, 1 << 30)
+        key = self.prefix + "active:" + owner
         try:
             with anyio.fail_after(self.timeout):
-                ok = await self._acquire(keys=[self.prefix + "active:" + owner], args=[limit, run_id, self.lease])
+                stale = self._unreleased.get(owner)
+                if stale:
+                    await self.client.zrem(key, *stale)
+                    del self._unreleased[owner]
+                ok = await self._acquire(keys=[key], args=[limit, run_id, self.lease])
             self.health.ok()
         except (*_DOWN, TimeoutError) as exc:
             self.health.down(exc, "limits.acquire")
@@ -726,7 +757,10 @@ class RedisLimiter:
             with anyio.fail_after(self.timeout):
                 await self.client.zrem(self.prefix + "active:" + owner, run_id)
         except (*_DOWN, TimeoutError) as exc:
-            self.health.down(exc, "limits.release")  # the lease expires it
+            self.health.down(exc, "limits.release")
+            # Retried at the owner's next acquire; bounded (past it, the lease expires it).
+            if sum(map(len, self._unreleased.values())) < _MAX_UNRELEASED:
+                self._unreleased.setdefault(owner, set()).add(run_id)
 
     async def aclose(self) -> None:
         await self._local.aclose()

@@ -117,6 +117,9 @@ class LimitsConfig(_Section):
     max_objective_steps: int = 100
     #: bytes one objective may take (serialized); likewise.
     max_objective_bytes: int = 64 * 1024
+    #: seconds without a client frame (and nothing streaming) before a connection is
+    #: closed (1001); 0: never, for listen-only clients such as the RAG seed's page,
+    #: which never sends a frame and never reconnects (protocol pings still find dead peers).
     idle_timeout: float = 300.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
@@ -255,7 +258,6 @@ def _validate(cfg: Config) -> None:
         "limits.max_generations": lim.max_generations,
         "limits.first_chunk_timeout": lim.first_chunk_timeout,
         "limits.generation_timeout": lim.generation_timeout,
-        "limits.idle_timeout": lim.idle_timeout,
         "limits.ping_interval": lim.ping_interval,
         "limits.ping_timeout": lim.ping_timeout,
         "limits.messages_per_interval": lim.messages_per_interval,
@@ -292,6 +294,8 @@ def _validate(cfg: Config) -> None:
         # NaN compares false with everything and inf never elapses: both refused.
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{key} must be > 0 (and finite), got {value!r}")
+    if not (math.isfinite(lim.idle_timeout) and lim.idle_timeout >= 0):
+        raise ConfigError(f"limits.idle_timeout must be >= 0 (and finite; 0: never), got {lim.idle_timeout!r}")
     if lim.max_frame_bytes < 0:
         raise ConfigError(f"limits.max_frame_bytes must be >= 0, got {lim.max_frame_bytes!r}")
     if lim.history_messages < 0:

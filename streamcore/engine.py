@@ -789,7 +789,7 @@ class Engine:
     async def _sweep(self) -> None:
         """One timer for every connection: idle ones and clients that stopped reading."""
         lim = self.config.limits
-        tick = min(1.0, lim.idle_timeout / 4, lim.slow_client_timeout / 4)
+        tick = min(1.0, (lim.idle_timeout or 4.0) / 4, lim.slow_client_timeout / 4)
         while True:
             await anyio.sleep(tick)
             now = time.monotonic()

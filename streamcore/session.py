@@ -348,7 +348,7 @@ class Session:
         if self._closing_for is not None or self._tasks is None:
             return
         lim = self.limits
-        if now - self._last_frame > lim.idle_timeout and not self._streaming():
+        if lim.idle_timeout and now - self._last_frame > lim.idle_timeout and not self._streaming():
             self._closing_for = "idle"
             self._tasks.start_soon(self._close_idle)
             return

@@ -156,3 +156,33 @@ async def test_history_is_bounded_in_bytes_as_configured():
     await store.add_turn("u:ann", "c", [ChatMessage("user", "q"), ChatMessage("assistant", "€" * 90)])
     kept = await store.history("u:ann", "c")
     assert sum(len(m.content.encode()) for m in kept) <= 100
+
+
+@pytest.mark.parametrize("idle_timeout, closed", [(0, False), (300, True)])
+async def test_a_listen_only_client_stays_with_idle_timeout_0_and_keeps_getting_broadcasts(idle_timeout, closed):
+    """The RAG seed's page never sends a frame and never reconnects: with
+    ``idle_timeout = 0`` the idle rule never closes it, whatever the time; the default
+    closes a silent connection once the timeout has passed (the sweeper's check is called
+    with a clock far ahead instead of waiting)."""
+    import time
+
+    engine = make_engine(ScriptedProvider(PIECES), limits={"idle_timeout": idle_timeout})
+    conn, client = memory_pair()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.serve, conn, ConnectionInfo())
+        with anyio.fail_after(WAIT):
+            while not engine.sessions:
+                await anyio.wait_all_tasks_blocked()
+            (session,) = engine.sessions
+            session.check(time.monotonic() + 10**6)
+            if closed:
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await client.receive()
+                assert conn.close_code == 1001
+            else:
+                engine.broadcast("FOLLOW_UP_QUESTIONS", {"questions": ["a?"]})
+                frame = await client.receive()
+                assert frame["type"] == "FOLLOW_UP_QUESTIONS" and not session.closed
+        await client.aclose()
+    await engine.aclose()

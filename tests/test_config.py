@@ -56,7 +56,7 @@ def test_swapping_provider_is_one_line_of_config(tmp_path):
     [
         ("[server]\nprot = 1\n", "unknown field `prot` - at `server`"),
         ("[limits]\nidle_timeout = 'soon'\n", "Expected `float`, got `str` - at `limits.idle_timeout`"),
-        ("[limits]\nidle_timeout = -1\n", "limits.idle_timeout must be > 0"),
+        ("[limits]\nidle_timeout = -1\n", "limits.idle_timeout must be >= 0"),
         ("[serverr]\n", "unknown field `serverr`"),
         ("[server]\nserver = 'tornado'\n", "at `server.server`"),
         ("[server]\npath = 'ws'\n", "server.path must start with '/'"),
@@ -195,7 +195,7 @@ def test_unknown_variables_that_look_like_keys_are_named(name, fragment):
     "env, fragment",
     [
         ({"STREAMCORE_LIMITS_IDLE_TIMEOUT": "soon"}, "$STREAMCORE_LIMITS_IDLE_TIMEOUT: Expected `float`, got `str`"),
-        ({"STREAMCORE_LIMITS_IDLE_TIMEOUT": "-1"}, "$STREAMCORE_LIMITS_IDLE_TIMEOUT: limits.idle_timeout must be > 0"),
+        ({"STREAMCORE_LIMITS_IDLE_TIMEOUT": "-1"}, "$STREAMCORE_LIMITS_IDLE_TIMEOUT: limits.idle_timeout must be >= 0"),
         ({"STREAMCORE_SERVER_SERVER": "tornado"}, "$STREAMCORE_SERVER_SERVER: Invalid enum value 'tornado'"),
         ({"STREAMCORE_PROVIDER_OPTIONS": "{ api_key = 'sk-1' }"}, "provider.options.api_key: secrets do not belong"),
     ],

@@ -105,15 +105,21 @@ def _as_appended(entries: list[tuple]) -> list:
     return [e[2] if e[1] == Kind.TEXT else e for e in entries]
 
 
+async def _logged(backends: Backends, run_id: str, n: int) -> tuple[Any, list[tuple]]:
+    """A run of ``u:ann`` with ``_entries(n)`` appended as a run does, and flushed."""
+    writer = backends.runlog.open(run_id, "u:ann")
+    entries = _entries(n)
+    for e in _as_appended(entries):
+        writer.append(e)
+    with anyio.fail_after(TIMEOUT):
+        await writer.flush()
+    return writer, entries
+
+
 @pytest.mark.parametrize("kind", BACKENDS)
 async def test_runlog_append_read_info_and_seal(kind, request):
     async with open_backends(kind, request, workers=2) as (a, b):
-        writer = a.runlog.open("run1", "u:ann")
-        entries = _entries(50)
-        for e in _as_appended(entries):
-            writer.append(e)
-        with anyio.fail_after(TIMEOUT):
-            await writer.flush()
+        writer, entries = await _logged(a, "run1", 50)
         info = await b.runlog.info("run1")
         assert (info.owner, info.done, info.last_seq) == ("u:ann", False, 49)
         got, done = await b.runlog.read("run1", 0)
@@ -196,12 +202,7 @@ async def test_redis_runlog_read_that_finds_the_run_sealed_returns_its_last_entr
     seal) landed before the read looked at ``done``: it once answered "nothing, sealed",
     and a reader pulling the run (Engine._pull) stopped without its AI_MESSAGE_END."""
     async with open_backends("redis", request, workers=2) as (a, b):
-        writer = a.runlog.open("run-last", "u:ann")
-        entries = _entries(4)
-        for e in _as_appended(entries):
-            writer.append(e)
-        with anyio.fail_after(TIMEOUT):
-            await writer.flush()
+        writer, _ = await _logged(a, "run-last", 4)
         end = (4, Kind.ENDED, Ended("m", "complete", "w2 w3", None))
 
         async def last_flush() -> None:

@@ -12,32 +12,11 @@ import pytest
 from streamcore import Completion
 
 from .helpers import ADAPTERS, TIMEOUT, connect, make_engine, running
+from .test_policy import BulkProvider, wait_until
 from .test_redis_fixtures import redis_server, unique_prefix  # noqa: F401 - fixture
 from .test_workers import ServerProcess
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_until(predicate, timeout: float = TIMEOUT) -> None:
-    """Wait for a condition the test can observe, bounded in time."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
-
-
-class Bulk:
-    """A provider that writes ``chunks`` pieces of ``size`` bytes as fast as it can."""
-
-    model = "bulk-1"
-
-    def __init__(self, chunks: int, size: int) -> None:
-        self.chunks, self.size = chunks, size
-
-    async def stream(self, request):
-        for i in range(self.chunks):
-            yield f"{i:07d}" + "x" * (self.size - 7)
-            await anyio.lowlevel.checkpoint()
-        yield Completion()
 
 
 def slow_socket_connect(url, **kwargs):
@@ -57,18 +36,18 @@ async def test_idle_close_of_a_client_that_stopped_reading_is_bounded(adapter):
     slow-client check. The idle close must not wait forever for a socket that never
     drains (and must not switch the slow-client check off): the connection ends."""
     engine = make_engine(
-        Bulk(chunks=3000, size=1024),  # 3 MB: more than every buffer between us
+        BulkProvider(chunks=3000, size=1024),  # 3 MB: more than every buffer between us
         limits={"idle_timeout": 1.0},  # the slow-client check keeps its default (15 s)
     )
     async with running(engine, adapter) as url:
         async with slow_socket_connect(url) as c:
             await c.send("USER_MESSAGE", {"content": "go"})
-            await wait_until(lambda: len(engine.sessions) == 1)
+            await wait_until(lambda: len(engine.sessions) == 1, "the session")
             session = next(iter(engine.sessions))
             # The reply ended; the writer is stuck in a send the client never reads.
-            await wait_until(lambda: all(s.source.sealed for s in session.subscriptions.values()))
-            await wait_until(lambda: session._closing_for == "idle")  # before the slow-client check
-            await wait_until(lambda: session not in engine.sessions, timeout=10)
+            await wait_until(lambda: all(s.source.sealed for s in session.subscriptions.values()), "the run sealed")
+            await wait_until(lambda: session._closing_for == "idle", "the idle close")  # before the slow-client check
+            await wait_until(lambda: session not in engine.sessions, "the session freed")
 
 
 # --- streamcore serve --workers N ------------------------------------------------------------

@@ -112,6 +112,16 @@ _json = msgspec.json.Encoder()
 _MAX_HELD = 64
 
 
+def server_app(engine: Engine) -> SSEApp:
+    """What ``streamcore serve`` runs under uvicorn (one process or workers): the SSE
+    dialects' routes in front of the WebSocket endpoint. The engine's lifespan is the
+    command's own, hence ``lifespan=False`` (an app of yours keeps the default, see
+    docs/sse.md)."""
+    from .asgi import StreamcoreASGI
+
+    return SSEApp(engine, StreamcoreASGI(engine, lifespan=False))
+
+
 # --- the run index: chat / thread id -> its latest run ---------------------------------------
 
 

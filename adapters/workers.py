@@ -275,14 +275,12 @@ async def _listen(engine: Any, sock: socket.socket) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def _uvicorn(engine: Any, sock: socket.socket) -> AsyncIterator[None]:
     """:func:`streamcore.adapters.uvicorn.serve` on the already bound, shared socket."""
-    from streamcore.adapters.asgi import StreamcoreASGI
-    from streamcore.adapters.sse import SSEApp
+    from streamcore.adapters.sse import server_app
     from streamcore.adapters.uvicorn import serve
 
     # The same app as a single `streamcore serve`: the WebSocket route and the SSE routes.
-    app = SSEApp(engine, StreamcoreASGI(engine, lifespan=False))
     async with serve(
-        engine, app=app, sockets=[sock], start_timeout=START_TIMEOUT, close_engine=False, backlog=2048
+        engine, app=server_app(engine), sockets=[sock], start_timeout=START_TIMEOUT, close_engine=False, backlog=2048
     ):
         yield
 

@@ -284,11 +284,10 @@ async def serve(engine: Any) -> None:
 
 def _serve_uvicorn(engine: Any) -> Any:
     """The WebSocket endpoint and the SSE dialects' routes ([sse]) under uvicorn."""
-    from .adapters.asgi import StreamcoreASGI
-    from .adapters.sse import SSEApp
+    from .adapters.sse import server_app
     from .adapters.uvicorn import serve as uvicorn_serve
 
-    return uvicorn_serve(engine, app=SSEApp(engine, StreamcoreASGI(engine, lifespan=False)))
+    return uvicorn_serve(engine, app=server_app(engine))
 
 
 @contextlib.asynccontextmanager

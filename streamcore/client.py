@@ -494,9 +494,9 @@ class StreamcoreClient:
         self._requests: dict[str, _Request] = {}
         self._by_message: dict[str, _Request] = {}
         self._resumes: dict[str, _Request] = {}  # RESUME frame id -> request
+        #: PING timestamp -> woken by its PONG (which removes the entry), or by a drop or
+        #: a close (which leaves it: that ping() raises).
         self._pongs: dict[int, anyio.Event] = {}
-        #: pings whose PONG cannot come any more (the connection dropped, or was closed).
-        self._pongs_lost: set[int] = set()
         self._connected = anyio.Event()
         self._first_attempt = anyio.Event()
         self._tg: Any = None
@@ -703,10 +703,8 @@ class StreamcoreClient:
 
     def _lose_pings(self) -> None:
         """Pings waiting for a PONG that cannot come: their ``ping()`` raises ConnectionLost."""
-        for stamp, event in self._pongs.items():
-            self._pongs_lost.add(stamp)
+        for event in self._pongs.values():
             event.set()
-        self._pongs.clear()
 
     def _dropped(self, code: int | None, reason: str) -> None:
         # Replies already under way are resumed on the next connection; requests still
@@ -998,11 +996,10 @@ class StreamcoreClient:
         try:
             await self.send(EventType.PING, {"timestamp": stamp})
             await event.wait()
+            if stamp in self._pongs:  # woken by _lose_pings: the PONG removes its entry
+                raise ConnectionLost("the connection dropped before the PONG came")
         finally:
             self._pongs.pop(stamp, None)
-        if stamp in self._pongs_lost:
-            self._pongs_lost.discard(stamp)
-            raise ConnectionLost("the connection dropped before the PONG came")
         return time.perf_counter() - t0
 
 

@@ -690,11 +690,10 @@ class Engine:
         """A reader on another worker follows ``run``: restart its grace period."""
         if run.sealed or self._tg is None or self.closing or self.config.runs.always_finish:
             return
-        if not run.subscribers:  # a new period; grace_scope() ends the one under way
+        # A new period; grace_scope() ends the one under way. A run with readers has no
+        # grace period (subscribe() ends it), so there is nothing to restart then.
+        if not run.subscribers:
             self._tg.start_soon(run.grace, self.config.runs.grace_period, run.grace_scope())
-        elif run._grace is not None:
-            run._grace.cancel()
-            run._grace = None
 
     def run_known(self, message_id: str, owner: str) -> bool:
         """Whether ``owner`` may know ``message_id`` as a finished, retained run."""
@@ -789,7 +788,9 @@ class Engine:
     async def _sweep(self) -> None:
         """One timer for every connection: idle ones and clients that stopped reading."""
         lim = self.config.limits
-        tick = min(1.0, (lim.idle_timeout or 4.0) / 4, lim.slow_client_timeout / 4)
+        # A quarter of the shortest timeout it enforces, at most a second (idle_timeout 0: off).
+        timeouts = [lim.slow_client_timeout] + ([lim.idle_timeout] if lim.idle_timeout else [])
+        tick = min(1.0, min(timeouts) / 4)
         while True:
             await anyio.sleep(tick)
             now = time.monotonic()

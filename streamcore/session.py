@@ -358,8 +358,7 @@ class Session:
         if outbox.sending and outbox.sent_bytes == self._last_sent:
             self._stalled_since = self._stalled_since or now
             if now - self._stalled_since > lim.slow_client_timeout:
-                self._closing_for = "slow"
-                self._tasks.start_soon(self._close_slow)
+                self._close_slow_soon()
         else:
             self._stalled_since = None
         self._last_sent = outbox.sent_bytes
@@ -367,6 +366,12 @@ class Session:
     async def _close_idle(self) -> None:
         self.log.info("connection.idle", idle_timeout=self.limits.idle_timeout)
         await self.close(CloseReason.GOING_AWAY, "idle timeout")
+
+    def _close_slow_soon(self) -> None:
+        """Close this client as too slow (1008), from a task, unless a close is under way."""
+        if self._closing_for is None and self._tasks is not None:
+            self._closing_for = "slow"
+            self._tasks.start_soon(self._close_slow)
 
     async def _close_slow(self) -> None:
         self.log.warning(
@@ -448,9 +453,7 @@ class Session:
         """
         outbox = self.outbox
         if outbox.pending > UNREPLAYABLE_FACTOR * self.limits.send_buffer_bytes:
-            if self._closing_for is None and self._tasks is not None:
-                self._closing_for = "slow"
-                self._tasks.start_soon(self._close_slow)
+            self._close_slow_soon()
             return False
         outbox.put(frame)
         return True

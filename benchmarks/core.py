@@ -243,49 +243,51 @@ def _send_now_alone(frames: int) -> float:
     return time.perf_counter() - t0
 
 
-def bench_engine(n: int, per_message: int = 500, repeats: int = 5) -> dict[str, Any]:
+def bench_engine(n: int, per_message: int = 500, repeats: int = 7) -> dict[str, Any]:
     """Engine cost per chunk: ``n`` chunks in messages of ``per_message`` chunks each.
 
     The provider's own cost and the benchmark connection's ``send`` (the transport's
-    share) are measured alone and subtracted. Best of ``repeats`` runs each.
+    share) are measured alone and subtracted. They are measured again in each of
+    ``repeats`` rounds, right before the engine runs they are subtracted from: a shared
+    machine has slow spells of seconds, and a baseline taken in a fast spell subtracted
+    from an engine run in a slow one (or the reverse) says nothing. Each figure is the
+    best round's.
     """
     _quiet_logs()
+    replies = max(1000, n // 20)
 
-    async def main():
-        base = min([await _provider_only(n, per_message) for _ in range(repeats)])
-        send = min([await _send_alone(n) for _ in range(repeats)]) / n
-        per_frame = min([await _engine_run(n, per_message, False) for _ in range(repeats)])
-        merged = min([await _engine_run(n, per_message, True) for _ in range(repeats)])
-        replies = max(1000, n // 20)
-        per_reply = min([(await _engine_run(replies, 1, False))[0] for _ in range(3)]) / replies
-        send_now = min(_send_now_alone(n) for _ in range(repeats)) / n
-        base_yielding = min([await _provider_only(n, per_message, yielding=True) for _ in range(repeats)])
-        eager = min([await _engine_run(n, per_message, False, eager=True) for _ in range(repeats)])
-        return base, send, per_frame, merged, send_now, base_yielding, eager, (replies, per_reply)
+    async def one_round() -> dict[str, float]:
+        base = await _provider_only(n, per_message)
+        send = await _send_alone(n) / n
+        t_frame, frames = await _engine_run(n, per_message, False)
+        t_merged, merged_frames = await _engine_run(n, per_message, True)
+        per_reply = (await _engine_run(replies, 1, False))[0] / replies
+        send_now = _send_now_alone(n) / n
+        base_yielding = await _provider_only(n, per_message, yielding=True)
+        t_eager, eager_frames = await _engine_run(n, per_message, False, eager=True)
+        # The eager run's THINKING/START/END still go through the writer (send); its chunks
+        # through send_now. Its provider's loop turns are in its own baseline.
+        return {
+            "provider_alone_us_per_chunk": base / n * 1e6,
+            "connection_send_us_per_frame": send * 1e6,
+            "engine_us_per_chunk_one_frame_each": (t_frame - send * frames - base) / n * 1e6,
+            "frames_one_frame_each": frames,
+            "engine_us_per_chunk_merged": (t_merged - send * merged_frames - base) / n * 1e6,
+            "frames_merged": merged_frames,
+            "connection_send_now_us_per_frame": send_now * 1e6,
+            "provider_yielding_us_per_chunk": base_yielding / n * 1e6,
+            "engine_us_per_chunk_eager": (t_eager - send * (eager_frames - n) - send_now * n - base_yielding) / n * 1e6,
+            "frames_eager": eager_frames,
+            "us_per_reply_of_one_chunk": per_reply * 1e6,
+        }
 
-    (base, send, (t_frame, frames), (t_merged, merged_frames), send_now, base_yielding, (t_eager, eager_frames),
-     (replies, per_reply)) = anyio.run(main)
-    t_frame -= send * frames
-    t_merged -= send * merged_frames
-    # The eager run's THINKING/START/END still go through the writer (send); its chunks through
-    # send_now. Its provider's loop turns are in its own baseline.
-    t_eager -= send * (eager_frames - n) + send_now * n
-    return {
-        "chunks": n,
-        "chunks_per_message": per_message,
-        "provider_alone_us_per_chunk": base / n * 1e6,
-        "connection_send_us_per_frame": send * 1e6,
-        "engine_us_per_chunk_one_frame_each": (t_frame - base) / n * 1e6,
-        "frames_one_frame_each": frames,
-        "engine_us_per_chunk_merged": (t_merged - base) / n * 1e6,
-        "frames_merged": merged_frames,
-        "connection_send_now_us_per_frame": send_now * 1e6,
-        "provider_yielding_us_per_chunk": base_yielding / n * 1e6,
-        "engine_us_per_chunk_eager": (t_eager - base_yielding) / n * 1e6,
-        "frames_eager": eager_frames,
-        "replies_of_one_chunk": replies,
-        "us_per_reply_of_one_chunk": per_reply * 1e6,
-    }
+    async def main() -> list[dict[str, float]]:
+        return [await one_round() for _ in range(repeats)]
+
+    rounds = anyio.run(main)
+    best = {key: min(r[key] for r in rounds) for key in rounds[0]}
+    return {"chunks": n, "chunks_per_message": per_message, **best, "replies_of_one_chunk": replies,
+            "rounds": repeats}
 
 
 def _quiet_logs() -> None:

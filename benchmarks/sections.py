@@ -98,14 +98,16 @@ def engine(report: Report, quick: bool) -> None:
                    "task, log line) included, and so is the run log (next table). The eager row's provider "
                    "awaits a loop turn after each chunk, as a network read does, so the writer task is idle "
                    "and the run sends; that provider alone "
-                   f"({r['provider_yielding_us_per_chunk']:.3f} us/chunk) is subtracted instead.")
+                   f"({r['provider_yielding_us_per_chunk']:.3f} us/chunk) is subtracted instead. The baselines are "
+                   f"measured again in each of {r['rounds']} rounds and subtracted from that round's runs; each "
+                   "figure is the best round's.")
     report.add("engine: per reply", {
         "what": "USER_MESSAGE to AI_MESSAGE_END of a one-chunk reply, one after another",
         "replies": r["replies_of_one_chunk"],
         "us_per_reply": r["us_per_reply_of_one_chunk"],
     })
     report.note("engine: per reply", "THINKING, START, one chunk and END per reply, the connection's send not "
-                                     "subtracted (4 frames, about 1.5 us); best of 3. What a short reply pays "
+                                     "subtracted (4 frames, about 1.5 us); best round. What a short reply pays "
                                      "beside its chunks.")
     t = "engine: the run log's share"
     report.add(t, {

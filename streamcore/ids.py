@@ -35,19 +35,35 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-_last_stamp: Stamp = (0, b"0")
+class _Clock:
+    """The last stamp handed out, and the clock readings (ns) for which it holds."""
+
+    __slots__ = ("stamp", "since", "until")
+
+    def __init__(self) -> None:
+        self.stamp: Stamp = (0, b"0")
+        self.since = 0
+        self.until = 0
+
+
+_clock = _Clock()
+_time_ns = time.time_ns
 
 
 def stamp() -> Stamp:
     """Return the current time as a :data:`Stamp` for a batch of frames.
 
     The decimal bytes are made once per millisecond: frames encoded one by one within
-    the same millisecond share them.
+    the same millisecond share them, and cost one clock read and a comparison (no
+    division: the reading is compared with that millisecond's bounds in nanoseconds,
+    both of them, as a wall clock may be set back).
     """
-    global _last_stamp
-    ms = time.time_ns() // 1_000_000
-    last = _last_stamp
-    if last[0] == ms:
-        return last
-    _last_stamp = last = (ms, str(ms).encode())
+    ns = _time_ns()
+    clock = _clock
+    if clock.since <= ns < clock.until:
+        return clock.stamp
+    ms = ns // 1_000_000
+    clock.since = ms * 1_000_000
+    clock.until = clock.since + 1_000_000
+    clock.stamp = last = (ms, str(ms).encode())
     return last

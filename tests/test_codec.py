@@ -46,13 +46,17 @@ def test_ids_are_unique_and_timestamps_are_milliseconds():
 
 @pytest.mark.parametrize("content", ["Voici ", 'quote " and \\ backslash', "é\u2028\n\t\x00", "%s %d %%", "🙂" * 3])
 @pytest.mark.parametrize("metadata", [None, {"sessionId": "s-1", "userId": "u%1"}])
-def test_fast_chunk_path_equals_the_generic_envelope(content, metadata):
+# Indexes and seqs below 4096 take the precomputed bytes, the others are formatted.
+@pytest.mark.parametrize("index, seq", [(0, 2), (7, 9000), (4095, 4095), (4095, 4096), (4096, 4097), (12345, 67890)])
+def test_fast_chunk_path_equals_the_generic_envelope(content, metadata, index, seq):
     encode = json_codec.chunk_encoder("msg-%d", metadata)
     now = stamp()
-    fast = json.loads(encode(content, 7, 9000, now))
+    fast = json.loads(encode(content, index, seq, now))
     generic = json.loads(
         msgspec.json.encode(
-            Envelope("msg-%d.9000", "AI_MESSAGE_CHUNK", now[0], MessageChunkData("msg-%d", content, 7, 9000), metadata)
+            Envelope(
+                f"msg-%d.{seq}", "AI_MESSAGE_CHUNK", now[0], MessageChunkData("msg-%d", content, index, seq), metadata
+            )
         )
     )
     assert fast == generic
@@ -208,3 +212,15 @@ def test_deep_nesting_is_an_invalid_message_with_the_request_id(codec, levels):
 def test_nesting_within_the_limit_is_accepted():
     frame = {"type": "USER_MESSAGE", "data": {"content": "hi", "context": {"a": [[[{"b": 1}]]]}}}
     assert json_codec.decode(json.dumps(frame)).data.context == {"a": [[[{"b": 1}]]]}
+
+
+def test_stamp_changes_exactly_at_each_millisecond(monkeypatch):
+    import streamcore.ids as ids
+
+    monkeypatch.setattr(ids, "_clock", ids._Clock())
+    readings = iter([5_000_000_000, 5_000_999_999, 5_001_000_000, 5_001_000_001, 4_999_999_999, 7_000_000_000])
+    monkeypatch.setattr(ids, "_time_ns", lambda: next(readings))
+    got = [ids.stamp() for _ in range(6)]
+    assert [s[0] for s in got] == [5000, 5000, 5001, 5001, 4999, 7000]
+    assert all(s[1] == str(s[0]).encode() for s in got)
+    assert got[1] is got[0] and got[3] is got[2]  # the bytes are made once per millisecond

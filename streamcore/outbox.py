@@ -45,15 +45,26 @@ def max_chunk_text(max_frame_bytes: int) -> int:
     return max(256, max_frame_bytes // 6 - 1024)
 
 
-class ChunkStream:
-    """The chunk-encoding state of one message for one reader: its encoder and next index."""
+#: What a chunk frame adds to its text, about (the JSON envelope is 150 to 200 bytes): the
+#: pending bytes a queued piece counts when each piece leaves as its own frame.
+FRAME_OVERHEAD = 160
 
-    __slots__ = ("encode", "index", "merge")
+
+class ChunkStream:
+    """The chunk-encoding state of one message for one reader: its encoder and next index.
+
+    Attributes:
+        merge: pieces queued together leave as one frame (else one frame each).
+        overhead: pending bytes a queued piece counts beyond its text.
+    """
+
+    __slots__ = ("encode", "index", "merge", "overhead")
 
     def __init__(self, encode: Callable[[str, int, int, Stamp], bytes], merge: bool = True) -> None:
         self.encode = encode
         self.index = 0
         self.merge = merge
+        self.overhead = 0 if merge else FRAME_OVERHEAD
 
 
 class Outbox:
@@ -72,7 +83,7 @@ class Outbox:
     def __init__(self, limit: int, *, max_text: int = 1 << 30) -> None:
         # Each item is encoded bytes, or a run of pending chunks of one message stored as
         # a list [stream, seq, text, text...] (a list is four times cheaper to build than
-        # an object). Streams that never merge put encoded bytes, one frame per chunk.
+        # an object). A run of a stream that does not merge leaves as one frame per piece.
         # A list, not a deque: it is only appended to and emptied whole, and a deque keeps
         # a 600-byte block per connection even when empty.
         self._items: list[Union[bytes, list]] = []
@@ -122,14 +133,15 @@ class Outbox:
             self.wake()
 
     def put_chunk(self, stream: ChunkStream, content: str, seq: int) -> None:
-        """Queue chunk text, merging it into the last pending run of the same stream."""
+        """Queue chunk text in the last pending run of the same stream, or a new one.
+
+        A run is encoded by :meth:`take`: as one frame when its stream merges, else one
+        frame per piece. Either way it is one list per batch, not an object per chunk
+        (thousands per connection when the provider outruns the socket, each walked by
+        every full garbage collection).
+        """
         items = self._items
-        if not stream.merge:  # encoded now: see Subscription.deliver_text
-            frame = stream.encode(content, stream.index, seq, stamp())
-            stream.index += 1
-            self.put(frame)
-            return
-        self.pending += len(content)
+        self.pending += len(content) + stream.overhead
         if items:
             last = items[-1]
             if type(last) is list and last[0] is stream:
@@ -146,7 +158,7 @@ class Outbox:
         items = self._items
         if not items:
             return []
-        if not self._runs:  # encoded frames only (one frame per chunk): no copy
+        if not self._runs:  # encoded frames only: no copy
             self._items = []
             self.pending = 0
             return items  # type: ignore[return-value]  # bytes only, see _runs
@@ -168,6 +180,16 @@ class Outbox:
                 if len(item) == 3:
                     append(s.encode(item[2], s.index, item[1], now))
                     s.index += 1
+                    continue
+                if not s.merge:  # one frame per piece; pieces of one run have consecutive seqs
+                    encode = s.encode
+                    index = s.index
+                    seq = item[1] - (len(item) - 3)
+                    for k in range(2, len(item)):
+                        append(encode(item[k], index, seq, now))
+                        index += 1
+                        seq += 1
+                    s.index = index
                     continue
                 text = "".join(item[2:])
                 if len(text) <= self.max_text:

@@ -91,7 +91,7 @@ class Subscription:
     def deliver_text(self, seq: int, text: str) -> None:
         """Put one answer delta in the outbox: the per-chunk path.
 
-        The outbox's chunk merging is inlined (one call per chunk instead of two), and the
+        The outbox's chunk queueing is inlined (one call per chunk instead of two), and the
         cursor is not written per chunk: seqs are contiguous, so when this reader starts
         lagging at ``seq``, it has everything up to ``seq - 1``.
         """
@@ -101,7 +101,6 @@ class Subscription:
         if outbox.pending > outbox.limit:
             self._lag(seq)
             return
-        items = outbox._items
         stream = self.text
         if outbox._waiter is not None and outbox.send_now is not None:
             # The writer is idle and nothing is queued: send from this task (one task
@@ -109,24 +108,18 @@ class Subscription:
             outbox.send_eager(stream.encode(text, stream.index, seq, stamp()))
             stream.index += 1
             return
-        if not stream.merge:
-            # One frame per chunk: encode now. Pending bytes are invisible to the garbage
-            # collector, while a pending list per chunk (thousands per connection when the
-            # provider outruns the socket) makes every full collection walk them all.
-            frame = stream.encode(text, stream.index, seq, stamp())
-            stream.index += 1
-            outbox.pending += len(frame)
-            items.append(frame)
-        else:
-            outbox.pending += len(text)
-            if items:
-                last = items[-1]
-                if type(last) is list and last[0] is stream:
-                    last[1] = seq
-                    last.append(text)
-                    return
-            items.append([stream, seq, text])
-            outbox._runs = True
+        # Queued as a run of pieces (see Outbox.put_chunk), encoded by the writer with one
+        # clock read per batch: merged into one frame, or one frame each.
+        outbox.pending += len(text) + stream.overhead
+        items = outbox._items
+        if items:
+            last = items[-1]
+            if type(last) is list and last[0] is stream:
+                last[1] = seq
+                last.append(text)
+                return
+        items.append([stream, seq, text])
+        outbox._runs = True
         if outbox._waiter is not None:  # one wake-up per batch, not per chunk
             outbox.wake()
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from streamcore.codec import Codec
 from streamcore.events import Kind
 from streamcore.lifecycle import RunMachine
-from streamcore.outbox import Outbox
+from streamcore.outbox import FRAME_OVERHEAD, Outbox
 from streamcore.run import Run, Subscription
 
 MESSAGE_ID = "m1"
@@ -102,7 +102,8 @@ def test_a_reader_gets_every_entry_after_its_cursor_once_in_order(
     sub: Subscription = Subscription(session, run, MESSAGE_ID, None, cursor)  # type: ignore[arg-type]
     frames: list[bytes] = []
     # A frame's worth of slack: the check comes before a put, so the last put may pass it.
-    bound = limit + max(sizes) * 6 + 200
+    # The largest is END's, which carries the whole text: the bound grows with it.
+    bound = limit + max(sizes) * 6 + 200 + FRAME_OVERHEAD
     for i, step in enumerate([*steps, "end"]):
         if i == attach_at:
             # As Engine.resume attaches a reader to a live run (a cursor past what it logged
@@ -111,7 +112,9 @@ def test_a_reader_gets_every_entry_after_its_cursor_once_in_order(
             run.subscribe(sub)
         if step == "text":
             size = sizes[i % len(sizes)]
-            run.emit(run.machine.text_delta(f"<{run.machine.seq + 1}>".ljust(size + 4, "x")))
+            text = f"<{run.machine.seq + 1}>".ljust(size + 4, "x")
+            bound += len(text)
+            run.emit(run.machine.text_delta(text))
         elif step == "reasoning":
             run.emit(run.machine.reasoning_delta(f"[{run.machine.seq + 1}]"))
         elif step == "app":

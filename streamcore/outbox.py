@@ -144,7 +144,7 @@ class Outbox:
         self.pending += len(content) + stream.overhead
         if items:
             last = items[-1]
-            if type(last) is list and last[0] is stream:
+            if type(last) is list and last[0] is stream and last[1] == seq - 1:  # consecutive seqs only
                 last[1] = seq
                 last.append(content)
                 return

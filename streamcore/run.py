@@ -114,7 +114,9 @@ class Subscription:
         items = outbox._items
         if items:
             last = items[-1]
-            if type(last) is list and last[0] is stream:
+            # A run's pieces have consecutive seqs (the writer derives each piece's from
+            # the last's); an entry skipped in between (see deliver) starts a new run.
+            if type(last) is list and last[0] is stream and last[1] == seq - 1:
                 last[1] = seq
                 last.append(text)
                 return

@@ -12,7 +12,7 @@ import pytest
 
 from streamcore import Config, ConnectionInfo, Engine, MemoryRunLog, Reasoning
 from streamcore.errors import ConnectionClosed
-from streamcore.events import Kind
+from streamcore.events import AppEvent, Kind
 from streamcore.testing import memory_pair
 
 from .helpers import ScriptedProvider, check_stream, make_engine, types
@@ -462,6 +462,35 @@ def test_a_reader_that_falls_behind_on_the_last_entry_it_was_given_gets_it_later
     chunks = [msgspec.json.decode(f)["data"] for f in frames]
     assert "".join(c["content"] for c in chunks) == "".join(pieces) + "end."
     assert [c["index"] for c in chunks] == list(range(len(chunks)))
+
+
+@pytest.mark.parametrize("merge", [True, False], ids=["merged", "one frame per chunk"])
+def test_queued_chunks_keep_their_seqs_across_an_event_that_could_not_be_encoded(merge):
+    """Pure: text, an application event whose payload cannot be encoded (skipped, with a
+    log line), text. The two texts are queued back to back, yet their seqs are not
+    consecutive: each frame must carry its own piece's seq, whether the run is merged and
+    then cut (``max_text``) or sent one frame per piece."""
+    from types import SimpleNamespace
+
+    from streamcore.codec import Codec
+    from streamcore.outbox import Outbox
+    from streamcore.run import Subscription
+
+    outbox = Outbox(limit=1 << 20, max_text=4)  # each piece is a frame of its own
+    session = SimpleNamespace(
+        codec=Codec(), limits=SimpleNamespace(coalesce_chunks=merge), metadata=None,
+        metadata_for=lambda request_id: None, outbox=outbox, max_frame_bytes=1 << 20,
+        subscription_closed=lambda sub: None,
+    )
+    sub = Subscription(session, _Source([]), "m1", None)  # type: ignore[arg-type]
+    sub.deliver((1, Kind.APP, AppEvent("CUSTOM_EVENT", {"fine": True})))
+    sub.deliver_text(2, "abc.")
+    sub.deliver((3, Kind.APP, AppEvent("CUSTOM_EVENT", object())))  # not encodable: skipped
+    sub.deliver_text(4, "def.")
+    frames = [msgspec.json.decode(f) for f in outbox.take()]
+    chunks = [f["data"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"]
+    assert [(c["content"], c["seq"]) for c in chunks] == [("abc.", 2), ("def.", 4)]
+    assert [c["index"] for c in chunks] == [0, 1]
 
 
 async def test_reasoning_is_streamed_apart_and_never_in_the_answer_or_history():

@@ -189,6 +189,12 @@ class Codec:
 
         return encode_json
 
+    @staticmethod
+    def chunk_overhead(encode: ChunkEncoder) -> int:
+        """Bytes a frame of ``encode`` (from :meth:`chunk_encoder`) adds to its content, for
+        an index, seq and timestamp as long as they get (they have no side effect)."""
+        return len(encode("", 99_999, 9_999_999, (9_999_999_999_999, b"9999999999999")))
+
     def encode_entry(
         self, entry: Entry, message_id: str, metadata: Any = None, request_id: str | None = None
     ) -> bytes:

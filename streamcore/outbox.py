@@ -45,8 +45,8 @@ def max_chunk_text(max_frame_bytes: int) -> int:
     return max(256, max_frame_bytes // 6 - 1024)
 
 
-#: What a chunk frame adds to its text, about (the JSON envelope is 150 to 200 bytes): the
-#: pending bytes a queued piece counts when each piece leaves as its own frame.
+#: What a chunk frame adds to its text when its encoder cannot be measured (an SSE
+#: dialect's, which keeps per-stream state): above what those dialects add (63-100 bytes).
 FRAME_OVERHEAD = 160
 
 
@@ -55,16 +55,20 @@ class ChunkStream:
 
     Attributes:
         merge: pieces queued together leave as one frame (else one frame each).
-        overhead: pending bytes a queued piece counts beyond its text.
+        overhead: pending bytes a queued piece counts beyond its text: its frame's
+            envelope when each piece leaves as its own frame, so that the send buffer's
+            bound holds in bytes.
     """
 
     __slots__ = ("encode", "index", "merge", "overhead")
 
-    def __init__(self, encode: Callable[[str, int, int, Stamp], bytes], merge: bool = True) -> None:
+    def __init__(
+        self, encode: Callable[[str, int, int, Stamp], bytes], merge: bool = True, overhead: int = FRAME_OVERHEAD
+    ) -> None:
         self.encode = encode
         self.index = 0
         self.merge = merge
-        self.overhead = 0 if merge else FRAME_OVERHEAD
+        self.overhead = 0 if merge else overhead
 
 
 class Outbox:

@@ -83,7 +83,7 @@ class Subscription:
         self.closed = False
         codec = session.codec
         merge = session.limits.coalesce_chunks
-        self.text = ChunkStream(codec.chunk_encoder(message_id, session.metadata), merge)
+        self.text = _chunk_stream(codec, codec.chunk_encoder(message_id, session.metadata), merge)
         self.reasoning: ChunkStream | None = None  # made at the first reasoning delta
         self.metadata = session.metadata_for(request_id)
         self._outbox = session.outbox
@@ -145,7 +145,7 @@ class Subscription:
             if self.reasoning is None:
                 session = self.session
                 encoder = session.codec.chunk_encoder(self.message_id, session.metadata, reasoning=True)
-                self.reasoning = ChunkStream(encoder, self.text.merge)
+                self.reasoning = _chunk_stream(session.codec, encoder, self.text.merge)
             outbox.put_chunk(self.reasoning, payload, seq)
         else:
             try:
@@ -212,6 +212,15 @@ class Subscription:
             return
         self.closed = True
         self.session.subscription_closed(self)
+
+
+def _chunk_stream(codec: Any, encode: Any, merge: bool) -> ChunkStream:
+    """A reader's chunk stream; one frame per piece counts its codec's real envelope
+    (a dialect's encoder keeps state and cannot be measured: the outbox's estimate)."""
+    if merge:
+        return ChunkStream(encode, True)
+    measure = getattr(codec, "chunk_overhead", None)
+    return ChunkStream(encode, False) if measure is None else ChunkStream(encode, False, measure(encode))
 
 
 class _AheadSubscription(Subscription):

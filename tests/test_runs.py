@@ -434,13 +434,13 @@ def test_a_reader_that_falls_behind_on_the_last_entry_it_was_given_gets_it_later
     from types import SimpleNamespace
 
     from streamcore.codec import Codec
-    from streamcore.outbox import FRAME_OVERHEAD, Outbox
+    from streamcore.outbox import Outbox
     from streamcore.run import Subscription
 
     pieces = [f"p{i}." for i in range(count)]  # 3 characters each
     # Pending size counts a merged chunk's characters, else also its frame's envelope:
     # full once every piece but the last is pending.
-    size = 3 if merge else 3 + FRAME_OVERHEAD
+    size = 3 if merge else 3 + Codec.chunk_overhead(Codec().chunk_encoder("m1"))
     outbox = Outbox(limit=size * (count - 1) - 1)
     session = SimpleNamespace(
         codec=Codec(), limits=SimpleNamespace(coalesce_chunks=merge), metadata=None,

@@ -74,6 +74,9 @@ class EnvelopeSSE(SSEDialect):
     def render_entry(self, entry: Entry, message_id: str, metadata: Any, request_id: str | None) -> bytes:
         return sse_event(self.codec.encode_entry(entry, message_id, metadata, request_id), entry[0])
 
+    #: its chunk encoder has no state: a reader measures its envelope as on a WebSocket.
+    chunk_overhead = staticmethod(Codec.chunk_overhead)
+
     def chunk_encoder(self, message_id: str, metadata: Any = None, *, reasoning: bool = False) -> ChunkEncoder:
         """The envelope chunk of :class:`~streamcore.codec.Codec`, framed as one SSE event.
 

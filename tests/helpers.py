@@ -9,7 +9,9 @@ from typing import Any, AsyncIterator
 import anyio
 
 from streamcore import Completion, Config, Engine
-from streamcore.events import Usage
+from streamcore.events import Kind, Usage
+from streamcore.ids import stamp
+from streamcore.lifecycle import RunMachine
 
 ADAPTERS = ["websockets", "asgi", "starlette"]
 TIMEOUT = 15  # seconds: the upper bound of any single wait in a network test
@@ -228,3 +230,63 @@ def check_stream(frames: list[dict[str, Any]]) -> dict[str, Any]:
     for f in frames:
         assert isinstance(f["id"], str) and isinstance(f["timestamp"], int)
     return end["data"]
+
+
+class LoggedRun:
+    """What a Subscription reads (entries with text deltas bare, base, sealed), and the
+    run's side of delivery, as :class:`streamcore.run.Run` does it: for pure tests of
+    readers, without an engine or a task."""
+
+    base = 0
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        self.machine = RunMachine(message_id)
+        self.entries: list[Any] = []
+        self.sealed = False
+        self.subscribers: list[Any] = []
+
+    def emit(self, entry: tuple) -> None:
+        if entry[1] == Kind.TEXT:
+            self.entries.append(entry[2])  # a text delta is logged as its bare str
+            for sub in self.subscribers:
+                sub.deliver_text(entry[0], entry[2])
+        else:
+            self.entries.append(entry)
+            for sub in self.subscribers:
+                sub.deliver(entry)
+
+    def subscribe(self, sub: Any) -> None:
+        sub.pump()
+        if not sub.closed:
+            self.subscribers.append(sub)
+
+    def seal(self) -> None:
+        self.sealed = True
+        for sub in self.subscribers:
+            if not sub.lagging:
+                sub.close()
+        self.subscribers.clear()
+
+
+def render_unbatched(dialect: Any, entries: list[tuple], message_id: str) -> bytes:
+    """An SSE dialect fed entry by entry as a subscription would, each rendered at once
+    (LATE frames in order; no buffer, no batch), with its trailer."""
+    from streamcore.dialects.base import LATE
+
+    text = dialect.chunk_encoder(message_id)
+    thought = dialect.chunk_encoder(message_id, reasoning=True)
+    now = stamp()
+    out = b""
+    index = 0
+    for entry in entries:
+        seq, kind, payload = entry
+        if kind == Kind.TEXT:
+            out += text(payload, index, seq, now)
+            index += 1
+        elif kind == Kind.REASONING:
+            out += thought(payload, 0, seq, now)
+        else:
+            frame = dialect.encode_entry(entry, message_id)
+            out += dialect.render_late() if frame is LATE else frame
+    return out + dialect.trailer()

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from streamcore.codec import Codec
 from streamcore.dialects import AGUIDialect, AISDKDialect
 from streamcore.dialects.base import LATE
-from streamcore.events import Failure, Kind
-from streamcore.ids import stamp
-from streamcore.lifecycle import RunMachine
+from streamcore.events import Failure, Kind, expand
 from streamcore.outbox import Outbox
 from streamcore.run import Run, Subscription
+
+from .helpers import LoggedRun, render_unbatched
 
 #: the shape of a real message id (Engine: "msg-" + secrets.token_urlsafe(16)).
 MESSAGE_ID = "msg-" + "A1b2C3d4E5f6G7h8I9j0Kx"
@@ -44,45 +44,6 @@ def _session(outbox: Outbox, merge: bool, *, codec: Any = None, metadata: Any = 
     )
 
 
-class _Run:
-    """What a Subscription reads, and the run's side of delivery (as Run does it)."""
-
-    base = 0
-
-    def __init__(self, message_id: str = MESSAGE_ID) -> None:
-        self.message_id = message_id
-        self.machine = RunMachine(message_id)
-        self.entries: list[Any] = []
-        self.sealed = False
-        self.subscribers: list[Subscription] = []
-
-    def emit(self, entry: tuple) -> None:
-        if entry[1] == Kind.TEXT:
-            self.entries.append(entry[2])
-            for sub in self.subscribers:
-                sub.deliver_text(entry[0], entry[2])
-        else:
-            self.entries.append(entry)
-            for sub in self.subscribers:
-                sub.deliver(entry)
-
-    def subscribe(self, sub: Subscription) -> None:
-        sub.pump()
-        if not sub.closed:
-            self.subscribers.append(sub)
-
-    def seal(self) -> None:
-        self.sealed = True
-        for sub in self.subscribers:
-            if not sub.lagging:
-                sub.close()
-        self.subscribers.clear()
-
-
-def _expanded(entries: list[Any]) -> list[tuple]:
-    return [(i + 1, Kind.TEXT, e) if type(e) is str else e for i, e in enumerate(entries)]
-
-
 # --- the bound in bytes -----------------------------------------------------------------------
 
 
@@ -96,7 +57,7 @@ def test_one_frame_per_chunk_buffer_holds_at_most_its_limit_in_bytes_plus_one_fr
     and bytes agree."""
     limit = 16 * 1024
     outbox = Outbox(limit)
-    run = _Run()
+    run = LoggedRun(MESSAGE_ID)
     sub = Subscription(_session(outbox, False, metadata=metadata), run, MESSAGE_ID, None)  # type: ignore[arg-type]
     seq = 0
     while not sub.lagging:
@@ -147,7 +108,7 @@ def test_eager_sends_queued_runs_lag_and_catch_up_deliver_everything_once_in_ord
 
     outbox.send_now = send_now  # the transport allows eager sends (the model test has none)
     session = _session(outbox, merge, metadata=METADATA)
-    run = _Run()
+    run = LoggedRun(MESSAGE_ID)
     run.emit(run.machine.start("model"))
     sub: Subscription = Subscription(session, run, MESSAGE_ID, None, cursor)  # type: ignore[arg-type]
 
@@ -196,7 +157,7 @@ def test_eager_sends_queued_runs_lag_and_catch_up_deliver_everything_once_in_ord
     assert sub.closed
 
     received = [msgspec.json.decode(f) for f in wire]
-    expected = [e for e in _expanded(run.entries) if e[0] > cursor]
+    expected = [e for e in expand(run.entries) if e[0] > cursor]
     seqs = [f["data"]["seq"] for f in received]
     assert seqs == sorted(set(seqs))
     assert all(f["id"] == f"{MESSAGE_ID}.{f['data']['seq']}" for f in received if "CHUNK" in f["type"])
@@ -217,26 +178,6 @@ def test_eager_sends_queued_runs_lag_and_catch_up_deliver_everything_once_in_ord
 # --- stateful SSE dialects, batched -----------------------------------------------------------
 
 
-def _reference(dialect: Any, entries: list[tuple]) -> bytes:
-    """The dialect fed entry by entry, each rendered at once (no buffer, no batch)."""
-    text = dialect.chunk_encoder(MESSAGE_ID)
-    thought = dialect.chunk_encoder(MESSAGE_ID, reasoning=True)
-    now = stamp()
-    out = b""
-    index = 0
-    for entry in entries:
-        seq, kind, payload = entry
-        if kind == Kind.TEXT:
-            out += text(payload, index, seq, now)
-            index += 1
-        elif kind == Kind.REASONING:
-            out += thought(payload, 0, seq, now)
-        else:
-            frame = dialect.encode_entry(entry, MESSAGE_ID)
-            out += dialect.render_late() if frame is LATE else frame
-    return out + dialect.trailer()
-
-
 @settings(max_examples=200, deadline=None)
 @given(
     steps=st.lists(st.sampled_from(["text", "text", "reasoning", "app", "drain"]), max_size=40),
@@ -251,7 +192,7 @@ def test_sse_dialects_fed_in_batches_one_frame_per_chunk_match_the_unbatched_str
     dialect = make()
     outbox = Outbox(limit)
     session = _session(outbox, False, codec=dialect)
-    run = _Run()
+    run = LoggedRun(MESSAGE_ID)
     sub = Subscription(session, run, MESSAGE_ID, None)  # type: ignore[arg-type]
     run.subscribe(sub)
     out = b""
@@ -282,4 +223,4 @@ def test_sse_dialects_fed_in_batches_one_frame_per_chunk_match_the_unbatched_str
         out += drain()
     assert sub.closed
     out += dialect.trailer()
-    assert out == _reference(make(), _expanded(run.entries))
+    assert out == render_unbatched(make(), expand(run.entries), MESSAGE_ID)

@@ -12,56 +12,19 @@ A lag on the last entry of a catch-up once skipped that entry (see test_runs.py)
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamcore.codec import Codec
-from streamcore.events import Kind
-from streamcore.lifecycle import RunMachine
+from streamcore.events import Kind, expand
 from streamcore.outbox import FRAME_OVERHEAD, Outbox
 from streamcore.run import Run, Subscription
 
+from .helpers import LoggedRun
+
 MESSAGE_ID = "m1"
-
-
-class _Run:
-    """What a Subscription reads (entries with text deltas bare, base, sealed), and the
-    run's side of delivery, as :class:`streamcore.run.Run` does it."""
-
-    base = 0
-
-    message_id = MESSAGE_ID
-
-    def __init__(self) -> None:
-        self.machine = RunMachine(MESSAGE_ID)
-        self.entries: list[Any] = []
-        self.sealed = False
-        self.subscribers: list[Subscription] = []
-
-    def emit(self, entry: tuple) -> None:
-        if entry[1] == Kind.TEXT:
-            self.entries.append(entry[2])  # a text delta is logged as its bare str
-            for sub in self.subscribers:
-                sub.deliver_text(entry[0], entry[2])
-        else:
-            self.entries.append(entry)
-            for sub in self.subscribers:
-                sub.deliver(entry)
-
-    def subscribe(self, sub: Subscription) -> None:
-        sub.pump()
-        if not sub.closed:
-            self.subscribers.append(sub)
-
-    def seal(self) -> None:
-        self.sealed = True
-        for sub in self.subscribers:
-            if not sub.lagging:
-                sub.close()
-        self.subscribers.clear()
 
 
 def _drain(outbox: Outbox) -> list[bytes]:
@@ -97,7 +60,7 @@ def test_a_reader_gets_every_entry_after_its_cursor_once_in_order(
         metadata_for=lambda request_id: None, outbox=outbox, max_frame_bytes=1 << 20,
         subscription_closed=closed.append,
     )
-    run = _Run()
+    run = LoggedRun(MESSAGE_ID)
     run.emit(run.machine.start("model"))
     sub: Subscription = Subscription(session, run, MESSAGE_ID, None, cursor)  # type: ignore[arg-type]
     frames: list[bytes] = []
@@ -135,7 +98,7 @@ def test_a_reader_gets_every_entry_after_its_cursor_once_in_order(
     assert sub.closed and closed == [sub]
 
     received = [msgspec.json.decode(f) for f in frames]
-    expected = [e for e in _expanded(run.entries) if e[0] > cursor]
+    expected = [e for e in expand(run.entries) if e[0] > cursor]
     seqs = [f["data"]["seq"] for f in received]
     assert seqs == sorted(set(seqs))
     chunks = [f["data"] for f in received if f["type"] == "AI_MESSAGE_CHUNK"]
@@ -147,7 +110,3 @@ def test_a_reader_gets_every_entry_after_its_cursor_once_in_order(
     assert others == [e[0] for e in expected if e[1] not in (Kind.TEXT, Kind.REASONING)]
     # One END, unless the cursor was at or past it ("sends nothing").
     assert [f["type"] for f in received].count("AI_MESSAGE_END") == (cursor < run.machine.seq)
-
-
-def _expanded(entries: list[Any]) -> list[tuple]:
-    return [(i + 1, Kind.TEXT, e) if type(e) is str else e for i, e in enumerate(entries)]

@@ -18,11 +18,10 @@ import pytest
 from streamcore.adapters.asgi import StreamcoreASGI
 from streamcore.adapters.sse import MemoryRunIndex, SSEApp
 from streamcore.dialects import AGUIDialect, AISDKDialect, EnvelopeSSE
-from streamcore.dialects.base import LATE
 from streamcore.events import Ended, Failure, Kind, Reasoning, Started, Usage, AppEvent
 from streamcore.ids import stamp
 
-from .helpers import TIMEOUT, ScriptedProvider, connect, make_engine
+from .helpers import TIMEOUT, ScriptedProvider, connect, make_engine, render_unbatched
 from .test_policy import SECRET, token
 
 pytestmark = pytest.mark.anyio
@@ -155,23 +154,7 @@ def agui_body(text: str = "raconte", thread_id: str = THREAD_ID, run_id: str = "
 
 def _drive(dialect, entries, *, message_id: str = "msg-1") -> list[dict[str, Any]]:
     """Feed entries to a dialect as a subscription would; render LATE frames in order."""
-    text = dialect.chunk_encoder(message_id)
-    thought = dialect.chunk_encoder(message_id, reasoning=True)
-    out = b""
-    now = stamp()
-    index = 0
-    for entry in entries:
-        seq, kind, payload = entry
-        if kind == Kind.TEXT:
-            out += text(payload, index, seq, now)
-            index += 1
-        elif kind == Kind.REASONING:
-            out += thought(payload, 0, seq, now)
-        else:
-            frame = dialect.encode_entry(entry, message_id)
-            out += dialect.render_late() if frame is LATE else frame
-    out += dialect.trailer()
-    return parse_sse(out.decode())
+    return parse_sse(render_unbatched(dialect, entries, message_id).decode())
 
 
 def _entries(*items: Any, stop: str = "complete", failure: Failure | None = None, usage: Usage | None = None):

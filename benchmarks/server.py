@@ -15,6 +15,7 @@ which it was produced, so the client can measure latency.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -59,8 +60,6 @@ class Pacer:
 
     async def wait(self, slot: int) -> None:
         """Wait for ``slot``'s next turn."""
-        import asyncio
-
         loop = asyncio.get_running_loop()
         if self._ticker is None:
             self._ticker = loop.create_task(self._tick(loop))
@@ -70,8 +69,6 @@ class Pacer:
         await future
 
     async def _tick(self, loop) -> None:
-        import asyncio
-
         step = self.interval / self.SLOTS
         due = loop.time()
         slot = idle = 0

@@ -11,6 +11,10 @@ while the protocol is open and its socket takes data. Anything else (flow contro
 waiting, closing, a disconnected peer) goes through the ASGI ``send``, which waits or
 raises as uvicorn decides. A uvicorn release whose protocol lacks what is read here is
 not recognised, and the app keeps the plain ASGI path.
+
+Starlette (and FastAPI) pass uvicorn's ``send`` to a route through the closures of its
+exception handling, which only watch for ``http.response.start``: those are seen through
+(see :func:`_unwrap_send`). Any other wrapper, such as a middleware's, keeps the ASGI path.
 """
 
 from __future__ import annotations
@@ -27,11 +31,33 @@ __all__ = ["DirectConnection", "direct_protocol"]
 _PROTOCOL = ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol")
 #: what is read on the protocol (uvicorn 0.54 has all of it; a release without it keeps the ASGI path).
 _ATTRS = ("conn", "transport", "writable", "disconnected", "close_sent", "handshake_complete", "initial_response")
+#: Starlette's exception-handling wrapper of ``send`` (1.x): it reads ``http.response.start``, nothing else.
+_STARLETTE_SENDER = ("starlette._exception_handler",
+                     "wrap_app_handling_exceptions.<locals>.wrapped_app.<locals>.sender")
+
+
+def _unwrap_send(send: Send) -> Send:
+    """``send`` with Starlette's exception-handling closures taken off.
+
+    Each wraps the ``send`` it was given, as its free variable ``send``, and looks only at
+    HTTP response starts, so a WebSocket frame written past it is a frame it would have
+    passed on unchanged. Known by module and qualified name: a Starlette release that
+    changes them is not seen through, and keeps the ASGI path.
+    """
+    for _ in range(8):  # a route inside a mounted app has a few; bounded all the same
+        if (getattr(send, "__module__", None), getattr(send, "__qualname__", None)) != _STARLETTE_SENDER:
+            return send
+        code, closure = send.__code__, send.__closure__ or ()  # type: ignore[attr-defined]
+        cells = dict(zip(code.co_freevars, closure, strict=False))
+        if "send" not in cells:
+            return send
+        send = cells["send"].cell_contents
+    return send
 
 
 def direct_protocol(receive: Receive, send: Send) -> Any:
     """uvicorn's sans-I/O protocol object when ``send`` and ``receive`` are its own, else None."""
-    proto = getattr(send, "__self__", None)
+    proto = getattr(_unwrap_send(send), "__self__", None)
     if proto is None or getattr(receive, "__self__", None) is not proto:
         return None  # wrapped (a framework, a middleware): keep the ASGI path
     cls = type(proto)

@@ -125,6 +125,7 @@ async def accept_and_serve(
     send: Send,
     closed_errors: tuple[type, ...] = (),
     server_receive: Receive | None = None,
+    server_send: Send | None = None,
 ) -> None:
     """Check the Origin, accept with the negotiated subprotocol, and run the engine.
 
@@ -133,6 +134,9 @@ async def accept_and_serve(
     Args:
         server_receive: the server's own ``receive`` callable when ``receive`` wraps it
             (tells which server runs the app; see :func:`eager_safe`).
+        server_send: the ``send`` that ``send`` wraps, with ``server_receive``: when both
+            are uvicorn's own, frames are written to its protocol (see ``adapters/_direct.py``),
+            and ``receive``/``send`` still carry everything else.
     """
     info = connection_info(scope, None)
     if not engine.origin_allowed(info.headers.get("origin")):
@@ -151,7 +155,7 @@ async def accept_and_serve(
     )
     from ._direct import DirectConnection, direct_protocol
 
-    proto = direct_protocol(receive, send)
+    proto = direct_protocol(server_receive or receive, server_send or send)
     conn = DirectConnection(receive, send, proto, **options) if proto is not None else ASGIConnection(
         receive, send, **options
     )

@@ -36,7 +36,9 @@ def websocket_endpoint(engine: Engine) -> Callable[[WebSocket], Awaitable[None]]
 
     async def endpoint(websocket: WebSocket) -> None:
         # Starlette's receive()/send() keep its WebSocket state machine right; the
-        # engine runs over them exactly as over raw ASGI.
+        # engine runs over them exactly as over raw ASGI. Under uvicorn, with no middleware
+        # around the app, chunk frames go straight to uvicorn's protocol as for a plain
+        # ASGI app (adapters/_direct.py): Starlette's send would add nothing to them.
         message = await websocket.receive()
         if message["type"] != "websocket.connect":
             return
@@ -44,6 +46,7 @@ def websocket_endpoint(engine: Engine) -> Callable[[WebSocket], Awaitable[None]]
             engine, websocket.scope, websocket.receive, websocket.send, (WebSocketDisconnect,),
             # Starlette keeps the server's receive as is: it tells which server this is.
             server_receive=getattr(websocket, "_receive", None),
+            server_send=getattr(websocket, "_send", None),
         )
 
     # FastAPI injects by annotation; under `from __future__ import annotations` it would

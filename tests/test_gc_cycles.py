@@ -35,7 +35,7 @@ def _server_side_types(adapter: str) -> tuple[type, ...]:
 
         from streamcore.adapters._direct import DirectConnection
 
-        # uvicorn calling the app itself gets a DirectConnection; Starlette an ASGIConnection.
+        # uvicorn calling the app itself, or a Starlette route, gets a DirectConnection.
         kinds += [ASGIConnection, DirectConnection, WebSocketsSansIOProtocol]
     return tuple(kinds)
 

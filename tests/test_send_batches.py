@@ -143,17 +143,110 @@ async def test_a_middleware_around_the_app_sees_every_frame(monkeypatch):
     assert seen.count("websocket.send") == len(frames) == len(messages) - 1  # + the accept
 
 
-async def test_starlette_keeps_the_asgi_send(monkeypatch):
-    from streamcore.adapters.asgi import ASGIConnection
+def _starlette_app(engine: Any, kind: str) -> Any:
+    """A Starlette or FastAPI app serving ``engine`` at its path: a route at the root, a
+    route inside a mounted sub-app, or a route behind a pure ASGI middleware."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Mount
+
+    from streamcore.adapters.starlette import StreamcoreRoute, websocket_endpoint
+
+    path = engine.config.server.path
+    if kind == "fastapi":
+        from fastapi import FastAPI
+
+        app = FastAPI()
+        app.add_api_websocket_route(path, websocket_endpoint(engine))
+        return app
+    if kind == "mounted":
+        head, _, tail = path.rpartition("/")
+        assert tail  # the path's last segment becomes the route inside the mount
+        return Starlette(routes=[Mount(head or "/", routes=[StreamcoreRoute(f"/{tail}", engine)])])
+    if kind == "middleware":
+        return Starlette(routes=[StreamcoreRoute(path, engine)], middleware=[Middleware(_Observe)])
+    return Starlette(routes=[StreamcoreRoute(path, engine)])
+
+
+class _Observe:
+    """A pure ASGI middleware that records the type of every message sent through it."""
+
+    seen: list[str] = []
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def observed(message: Any) -> None:
+            _Observe.seen.append(message["type"])
+            await send(message)
+
+        await self.app(scope, receive, observed)
+
+
+@pytest.mark.parametrize("kind", ["starlette", "fastapi", "mounted"])
+async def test_starlette_and_fastapi_routes_write_frames_straight_to_uvicorn(monkeypatch, kind: str):
+    # Starlette's exception handling wraps uvicorn's send in closures that only watch for
+    # HTTP response starts: the route sees through them and writes frames to the protocol,
+    # as a plain ASGI app does. Close still goes through Starlette's send (its state).
+    from starlette.websockets import WebSocketState
+
+    from streamcore.adapters._direct import DirectConnection
+    from streamcore.adapters.uvicorn import serve
 
     messages = _count_asgi_sends(monkeypatch)
+    states: list[Any] = []
+    provider = BurstProvider(300)
+    engine = make_engine(provider, limits={"coalesce_chunks": False})
+    async with serve(engine, "127.0.0.1", 0, app=_starlette_app(engine, kind)) as (_, port):
+        async with connect(f"ws://127.0.0.1:{port}{engine.config.server.path}") as client:
+            frames = await _reply(client)
+            (session,) = engine.sessions
+            assert type(session.conn) is DirectConnection
+            websocket = session.conn._send.__self__  # Starlette's WebSocket, for the fallbacks
+            states.append(websocket.application_state)
+            await engine.shutdown()  # the server closes: through Starlette's send
+            with anyio.fail_after(TIMEOUT):
+                await client.closed()
+            states.append(websocket.application_state)
+    check_stream(frames)
+    assert [f["data"]["content"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"] == provider.pieces
+    # Only the accept and the close went through the ASGI send: no frame did.
+    assert [m["type"] for m in messages] == ["websocket.accept", "websocket.close"]
+    assert states == [WebSocketState.CONNECTED, WebSocketState.DISCONNECTED]
+
+
+async def test_a_middleware_around_a_starlette_app_sees_every_frame(monkeypatch):
+    from streamcore.adapters.asgi import ASGIConnection
+    from streamcore.adapters.uvicorn import serve
+
+    messages = _count_asgi_sends(monkeypatch)
+    _Observe.seen = []
     engine = make_engine(BurstProvider(50), limits={"coalesce_chunks": False})
-    async with running(engine, "starlette") as url, connect(url) as client:
+    async with serve(engine, "127.0.0.1", 0, app=_starlette_app(engine, "middleware")) as (_, port), \
+            connect(f"ws://127.0.0.1:{port}{engine.config.server.path}") as client:
         frames = await _reply(client)
         (session,) = engine.sessions
         assert type(session.conn) is ASGIConnection
     check_stream(frames)
-    assert len(messages) == len(frames) + 1
+    assert _Observe.seen.count("websocket.send") == len(frames)
+    assert len(messages) == len(frames) + 1  # + the accept
+
+
+def test_only_starlettes_own_sender_is_seen_through():
+    from streamcore.adapters._direct import _unwrap_send
+
+    async def inner(message: Any) -> None: ...
+
+    def wrap(send: Any) -> Any:
+        async def sender(message: Any) -> None:  # same free variable, other module/name
+            await send(message)
+
+        return sender
+
+    other = wrap(inner)
+    assert _unwrap_send(other) is other
+    assert _unwrap_send(inner) is inner
 
 
 @pytest.mark.parametrize("adapter", ["websockets", "asgi"])

@@ -294,39 +294,52 @@ def transport(report: Report, quick: bool) -> None:
 
 
 def latency(report: Report, quick: bool) -> None:
-    """Paced streams: chunk latency and time to first chunk, streamcore beside raw."""
+    """Paced streams: chunk latency and time to first chunk, streamcore beside raw; at the
+    issue's load (1,000 streams, the target) and at one the raw transport keeps up with here."""
     from . import e2e
 
     streams = 100 if quick else 1000
+    # 1,000 streams x 50 chunks/s saturates the raw transport's core on the benchmark VM
+    # too, and the gap then measures how an overloaded loop schedules; at 300 both keep
+    # the pace (gap p50 20 ms), and what streamcore adds shows on its own.
+    levels = (streams,) if quick else (300, streams)
     chunks = 25 if quick else 100
     runs = 1 if quick else 3
     every: list[str] = []
-    rows: dict[tuple[str, str], dict] = {}  # (adapter, impl): the median run, also charted
-    report.begin("latency", len(ADAPTERS))
+    rows: dict[tuple[str, str], dict] = {}  # (adapter, impl): the median run at the target load, charted
+    report.begin("latency", len(ADAPTERS) * len(levels))
     for adapter in ADAPTERS:
-        report.step(f"{adapter}, {streams:,} streams x 50 chunks/s, raw and streamcore in {runs} round(s)")
-        median, gaps = _paced_in_rounds(adapter, streams, chunks, runs)
-        for impl in ("raw", "streamcore"):
-            rows[(adapter, impl)] = median[impl]
-            report.add("latency: streams of 50 chunks/s", {"adapter": adapter, "server": impl, **median[impl]})
-        every.append(f"{adapter} raw {_ms_list(gaps['raw'])}, streamcore {_ms_list(gaps['streamcore'])}")
-        sc, raw = median["streamcore"], median["raw"]
-        added_gap = sc["gap_p99_ms"] - raw["gap_p99_ms"]
-        report.add("latency: added by streamcore", {
-            "adapter": adapter, "streams": streams,
-            "added_p50_ms": sc["chunk_p50_ms"] - raw["chunk_p50_ms"],
-            "added_p99_ms": sc["chunk_p99_ms"] - raw["chunk_p99_ms"],
-            "added_gap_p99_ms": added_gap,
-        })
-        # Keeping the pace: the time between two chunks of a stream as the client sees it
-        # (20 ms when the server keeps up), p99, against the raw transport's.
-        report.target(f"latency {adapter}, {streams:,} streams x 50 chunks/s: added p99 gap between chunks",
-                      added_gap, f"< {ADDED_P99_MS:g} ms", added_gap < ADDED_P99_MS, "ms")
+        for level in levels:
+            report.step(f"{adapter}, {level:,} streams x 50 chunks/s, raw and streamcore in {runs} round(s)")
+            median, gaps = _paced_in_rounds(adapter, level, chunks, runs)
+            for impl in ("raw", "streamcore"):
+                if level == streams:
+                    rows[(adapter, impl)] = median[impl]
+                report.add("latency: streams of 50 chunks/s", {"adapter": adapter, "server": impl, **median[impl]})
+            every.append(f"{adapter} {level:,} streams: raw {_ms_list(gaps['raw'])}, "
+                         f"streamcore {_ms_list(gaps['streamcore'])}")
+            sc, raw = median["streamcore"], median["raw"]
+            added_gap = sc["gap_p99_ms"] - raw["gap_p99_ms"]
+            report.add("latency: added by streamcore", {
+                "adapter": adapter, "streams": level,
+                "added_p50_ms": sc["chunk_p50_ms"] - raw["chunk_p50_ms"],
+                "added_p99_ms": sc["chunk_p99_ms"] - raw["chunk_p99_ms"],
+                "added_gap_p99_ms": added_gap,
+                "added_ttft_p50_ms": sc["ttft_p50_ms"] - raw["ttft_p50_ms"],
+            })
+            if level != streams:
+                continue
+            # Keeping the pace: the time between two chunks of a stream as the client sees it
+            # (20 ms when the server keeps up), p99, against the raw transport's.
+            report.target(f"latency {adapter}, {streams:,} streams x 50 chunks/s: added p99 gap between chunks",
+                          added_gap, f"< {ADDED_P99_MS:g} ms", added_gap < ADDED_P99_MS, "ms")
     report.note("latency: streams of 50 chunks/s",
-                f"{streams:,} streams of {chunks} chunks, each chunk stamped with its production time by the server "
+                f"streams of {chunks} chunks, each chunk stamped with its production time by the server "
                 "and read by the load generator (same clock): chunk_* is production to arrival; gap_* the time "
                 "between two chunk frames of one stream as they arrive (20 ms when the server keeps the pace); "
-                "server_core_busy: the server's CPU time over the wall time (1.0: saturated). streamcore merges "
+                "ttft_* from the request to the first chunk, every stream asking at once; "
+                "server_core_busy / client_core_busy: the server's / the load generator's CPU time over the wall "
+                f"time (1.0: saturated); the load generator runs on {e2e.client_loop()}. streamcore merges "
                 f"chunks as it does by default. Each row is the median of {runs} run(s) by gap_p99_ms, raw and "
                 "streamcore measured in turn; every run's gap p99 (ms): " + "; ".join(every) + ".")
 

@@ -159,10 +159,18 @@ def _starlette_app(engine: Any, kind: str) -> Any:
         app = FastAPI()
         app.add_api_websocket_route(path, websocket_endpoint(engine))
         return app
-    if kind == "mounted":
+    if kind in ("mounted", "nested"):
         head, _, tail = path.rpartition("/")
         assert tail  # the path's last segment becomes the route inside the mount
-        return Starlette(routes=[Mount(head or "/", routes=[StreamcoreRoute(f"/{tail}", engine)])])
+        route = StreamcoreRoute(f"/{tail}", engine)
+        if kind == "mounted":
+            return Starlette(routes=[Mount(head or "/", routes=[route])])
+        # A Starlette app inside another: each wraps send in its exception handling.
+        return Starlette(routes=[Mount(head or "/", app=Starlette(routes=[route]))])
+    if kind == "asgi-mounted":
+        from streamcore.adapters.asgi import StreamcoreASGI
+
+        return Starlette(routes=[Mount("/", app=StreamcoreASGI(engine, lifespan=False))])
     if kind == "middleware":
         return Starlette(routes=[StreamcoreRoute(path, engine)], middleware=[Middleware(_Observe)])
     return Starlette(routes=[StreamcoreRoute(path, engine)])
@@ -184,7 +192,7 @@ class _Observe:
         await self.app(scope, receive, observed)
 
 
-@pytest.mark.parametrize("kind", ["starlette", "fastapi", "mounted"])
+@pytest.mark.parametrize("kind", ["starlette", "fastapi", "mounted", "nested"])
 async def test_starlette_and_fastapi_routes_write_frames_straight_to_uvicorn(monkeypatch, kind: str):
     # Starlette's exception handling wraps uvicorn's send in closures that only watch for
     # HTTP response starts: the route sees through them and writes frames to the protocol,
@@ -216,6 +224,23 @@ async def test_starlette_and_fastapi_routes_write_frames_straight_to_uvicorn(mon
     assert states == [WebSocketState.CONNECTED, WebSocketState.DISCONNECTED]
 
 
+async def test_streamcore_asgi_mounted_in_starlette_writes_frames_straight_to_uvicorn(monkeypatch):
+    from streamcore.adapters._direct import DirectConnection
+    from streamcore.adapters.uvicorn import serve
+
+    messages = _count_asgi_sends(monkeypatch)
+    provider = BurstProvider(50)
+    engine = make_engine(provider, limits={"coalesce_chunks": False})
+    async with serve(engine, "127.0.0.1", 0, app=_starlette_app(engine, "asgi-mounted")) as (_, port), \
+            connect(f"ws://127.0.0.1:{port}{engine.config.server.path}") as client:
+        frames = await _reply(client)
+        (session,) = engine.sessions
+        assert type(session.conn) is DirectConnection
+    check_stream(frames)
+    assert [f["data"]["content"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"] == provider.pieces
+    assert [m["type"] for m in messages] == ["websocket.accept"]
+
+
 async def test_a_middleware_around_a_starlette_app_sees_every_frame(monkeypatch):
     from streamcore.adapters.asgi import ASGIConnection
     from streamcore.adapters.uvicorn import serve
@@ -231,6 +256,27 @@ async def test_a_middleware_around_a_starlette_app_sees_every_frame(monkeypatch)
     check_stream(frames)
     assert _Observe.seen.count("websocket.send") == len(frames)
     assert len(messages) == len(frames) + 1  # + the accept
+
+
+async def test_starlettes_own_senders_are_seen_through():
+    from starlette._exception_handler import wrap_app_handling_exceptions
+    from starlette.websockets import WebSocket
+
+    from streamcore.adapters._direct import _unwrap_send
+
+    async def inner(message: Any) -> None: ...
+
+    given: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        given.append(send)
+
+    conn = WebSocket({"type": "websocket"}, None, None)  # type: ignore[arg-type]
+    twice = wrap_app_handling_exceptions(wrap_app_handling_exceptions(app, conn), conn)
+    await twice({"type": "websocket"}, None, inner)
+    (send,) = given
+    assert send is not inner  # wrapped twice...
+    assert _unwrap_send(send) is inner  # ...and seen through both
 
 
 def test_only_starlettes_own_sender_is_seen_through():

@@ -224,18 +224,25 @@ async def test_starlette_and_fastapi_routes_write_frames_straight_to_uvicorn(mon
     assert states == [WebSocketState.CONNECTED, WebSocketState.DISCONNECTED]
 
 
-async def test_streamcore_asgi_mounted_in_starlette_writes_frames_straight_to_uvicorn(monkeypatch):
-    from streamcore.adapters._direct import DirectConnection
+async def _reply_through(engine: Any, kind: str) -> tuple[list[dict[str, Any]], type]:
+    """Serve ``engine`` in a :func:`_starlette_app` of ``kind`` under uvicorn and ask one
+    reply: its frames, and the type of the session's connection."""
     from streamcore.adapters.uvicorn import serve
 
-    messages = _count_asgi_sends(monkeypatch)
-    provider = BurstProvider(50)
-    engine = make_engine(provider, limits={"coalesce_chunks": False})
-    async with serve(engine, "127.0.0.1", 0, app=_starlette_app(engine, "asgi-mounted")) as (_, port), \
+    async with serve(engine, "127.0.0.1", 0, app=_starlette_app(engine, kind)) as (_, port), \
             connect(f"ws://127.0.0.1:{port}{engine.config.server.path}") as client:
         frames = await _reply(client)
         (session,) = engine.sessions
-        assert type(session.conn) is DirectConnection
+        return frames, type(session.conn)
+
+
+async def test_streamcore_asgi_mounted_in_starlette_writes_frames_straight_to_uvicorn(monkeypatch):
+    from streamcore.adapters._direct import DirectConnection
+
+    messages = _count_asgi_sends(monkeypatch)
+    provider = BurstProvider(50)
+    frames, conn = await _reply_through(make_engine(provider, limits={"coalesce_chunks": False}), "asgi-mounted")
+    assert conn is DirectConnection
     check_stream(frames)
     assert [f["data"]["content"] for f in frames if f["type"] == "AI_MESSAGE_CHUNK"] == provider.pieces
     assert [m["type"] for m in messages] == ["websocket.accept"]
@@ -243,16 +250,11 @@ async def test_streamcore_asgi_mounted_in_starlette_writes_frames_straight_to_uv
 
 async def test_a_middleware_around_a_starlette_app_sees_every_frame(monkeypatch):
     from streamcore.adapters.asgi import ASGIConnection
-    from streamcore.adapters.uvicorn import serve
 
     messages = _count_asgi_sends(monkeypatch)
     _Observe.seen = []
-    engine = make_engine(BurstProvider(50), limits={"coalesce_chunks": False})
-    async with serve(engine, "127.0.0.1", 0, app=_starlette_app(engine, "middleware")) as (_, port), \
-            connect(f"ws://127.0.0.1:{port}{engine.config.server.path}") as client:
-        frames = await _reply(client)
-        (session,) = engine.sessions
-        assert type(session.conn) is ASGIConnection
+    frames, conn = await _reply_through(make_engine(BurstProvider(50), limits={"coalesce_chunks": False}), "middleware")
+    assert conn is ASGIConnection
     check_stream(frames)
     assert _Observe.seen.count("websocket.send") == len(frames)
     assert len(messages) == len(frames) + 1  # + the accept

@@ -291,7 +291,8 @@ def bench_engine(n: int, per_message: int = 500, repeats: int = 7) -> dict[str, 
     rounds = anyio.run(main)
     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     spread = {f"{key}_{name}": fn(r[key] for r in rounds)
-              for key in rounds[0] if key.startswith(("engine_", "us_per_reply")) for name, fn in (("min", min), ("max", max))}
+              for key in rounds[0] if key.startswith(("engine_", "us_per_reply"))
+              for name, fn in (("min", min), ("max", max))}
     return {"chunks": n, "chunks_per_message": per_message, **median, **spread, "replies_of_one_chunk": replies,
             "rounds": repeats}
 

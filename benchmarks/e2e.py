@@ -153,7 +153,8 @@ def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int, loo
         cpu.append(server.cpu_s())
         client.append(time.process_time())
 
-    with Server(adapter=adapter, impl=impl, chunks=chunks, size=32, rate=rate, stamp=True, coalesce=1, loop=loop) as server:
+    with Server(adapter=adapter, impl=impl, chunks=chunks, size=32, rate=rate, stamp=True, coalesce=1,
+                loop=loop) as server:
         result = _run_client(loadgen.run(server.port, streams, messages=1, latency=samples, ttft=ttft, gaps=gaps,
                                          on_start=mark, on_end=mark), client_loop())
         rss = server.rss_kib()

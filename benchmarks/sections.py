@@ -100,20 +100,19 @@ def engine(report: Report, quick: bool) -> None:
                    "and the run sends; that provider alone "
                    f"({r['provider_yielding_us_per_chunk']:.3f} us/chunk) is subtracted instead. The baselines are "
                    f"measured again in each of {r['rounds']} rounds and subtracted from that round's runs; each "
-                   "figure is the median round's (rounds' range: one frame "
-                   f"{r['engine_us_per_chunk_one_frame_each_min']:.2f}-{r['engine_us_per_chunk_one_frame_each_max']:.2f}, "
-                   f"eager {r['engine_us_per_chunk_eager_min']:.2f}-{r['engine_us_per_chunk_eager_max']:.2f}, "
-                   f"merged {r['engine_us_per_chunk_merged_min']:.2f}-{r['engine_us_per_chunk_merged_max']:.2f} us).")
+                   "figure is the median round's (rounds' range: " + ", ".join(
+                       f"{label} {r[f'engine_us_per_chunk_{key}_min']:.2f}-{r[f'engine_us_per_chunk_{key}_max']:.2f}"
+                       for label, key in (("one frame", "one_frame_each"), ("eager", "eager"), ("merged", "merged"))
+                   ) + " us).")
     report.add("engine: per reply", {
         "what": "USER_MESSAGE to AI_MESSAGE_END of a one-chunk reply, one after another",
         "replies": r["replies_of_one_chunk"],
         "us_per_reply": r["us_per_reply_of_one_chunk"],
     })
+    low, high = r["us_per_reply_of_one_chunk_min"], r["us_per_reply_of_one_chunk_max"]
     report.note("engine: per reply", "THINKING, START, one chunk and END per reply, the connection's send not "
-                                     "subtracted (4 frames, about 1.5 us); median round (range "
-                                     f"{r['us_per_reply_of_one_chunk_min']:.0f}-{r['us_per_reply_of_one_chunk_max']:.0f} us). "
-                                     "What a short reply pays "
-                                     "beside its chunks.")
+                                     f"subtracted (4 frames, about 1.5 us); median round (range {low:.0f}-{high:.0f} "
+                                     "us). What a short reply pays beside its chunks.")
     t = "engine: the run log's share"
     report.add(t, {
         "what": "list append of the delta (a bare str), per chunk",

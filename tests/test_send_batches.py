@@ -297,7 +297,7 @@ def test_only_starlettes_own_sender_is_seen_through():
     assert _unwrap_send(inner) is inner
 
 
-@pytest.mark.parametrize("adapter", ["websockets", "asgi"])
+@pytest.mark.parametrize("adapter", ["websockets", "asgi", "starlette"])
 async def test_permessage_deflate_on_the_direct_paths(adapter: str):
     # Frames handed to the Sans-I/O protocol are compressed by its negotiated extension,
     # batches included.
@@ -325,7 +325,7 @@ class EndlessProvider:
             yield "x "
 
 
-@pytest.mark.parametrize("adapter", ["websockets", "asgi"])
+@pytest.mark.parametrize("adapter", ["websockets", "asgi", "starlette"])
 async def test_a_peer_reset_mid_burst_ends_only_its_connection(adapter: str, caplog):
     # A client whose TCP connection is reset while frames are being written straight to the
     # socket: its session ends, with nothing logged as an error, and another client's

@@ -261,12 +261,55 @@ class LoggedRun:
         if not sub.closed:
             self.subscribers.append(sub)
 
+    def play(self, step: str, size: int) -> str | None:
+        """Log one step of a model test: ``"text"`` (a delta naming its seq, ``size + 4``
+        characters or more), ``"reasoning"``, ``"app"``, or anything else: the END, then
+        the seal. Returns the text delta logged, if any."""
+        if step == "text":
+            text = f"<{self.machine.seq + 1}>".ljust(size + 4, "x")
+            self.emit(self.machine.text_delta(text))
+            return text
+        if step == "reasoning":
+            self.emit(self.machine.reasoning_delta(f"[{self.machine.seq + 1}]"))
+        elif step == "app":
+            self.emit(self.machine.app("CUSTOM_EVENT", {"n": self.machine.seq + 1}))
+        else:
+            for entry in self.machine.finish("complete"):
+                self.emit(entry)
+            self.seal()
+        return None
+
     def seal(self) -> None:
         self.sealed = True
         for sub in self.subscribers:
             if not sub.lagging:
                 sub.close()
         self.subscribers.clear()
+
+
+def check_delivered(frames: list[bytes], run: LoggedRun, cursor: int) -> tuple[list[dict], list[tuple]]:
+    """Assert that JSON ``frames`` carry every entry of ``run`` after ``cursor`` once, in
+    order (chunks possibly merged): seqs, chunk indexes, text, reasoning, other events, one
+    END unless the cursor was at or past it. Returns the frames decoded and the entries
+    expected."""
+    import msgspec
+
+    from streamcore.events import expand
+
+    received = [msgspec.json.decode(f) for f in frames]
+    expected = [e for e in expand(run.entries) if e[0] > cursor]
+    seqs = [f["data"]["seq"] for f in received]
+    assert seqs == sorted(set(seqs))
+    chunks = [f["data"] for f in received if f["type"] == "AI_MESSAGE_CHUNK"]
+    assert [c["index"] for c in chunks] == list(range(len(chunks)))
+    assert "".join(c["content"] for c in chunks) == "".join(e[2] for e in expected if e[1] == Kind.TEXT)
+    reasoning = [f["data"]["content"] for f in received if f["type"] == "AI_REASONING_CHUNK"]
+    assert "".join(reasoning) == "".join(e[2] for e in expected if e[1] == Kind.REASONING)
+    others = [f["data"]["seq"] for f in received if f["type"] not in ("AI_MESSAGE_CHUNK", "AI_REASONING_CHUNK")]
+    assert others == [e[0] for e in expected if e[1] not in (Kind.TEXT, Kind.REASONING)]
+    # One END, unless the cursor was at or past it ("sends nothing").
+    assert [f["type"] for f in received].count("AI_MESSAGE_END") == (cursor < run.machine.seq)
+    return received, expected
 
 
 def render_unbatched(dialect: Any, entries: list[tuple], message_id: str) -> bytes:

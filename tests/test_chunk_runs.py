@@ -15,7 +15,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,7 +26,7 @@ from streamcore.events import Failure, Kind, expand
 from streamcore.outbox import Outbox
 from streamcore.run import Run, Subscription
 
-from .helpers import LoggedRun, render_unbatched
+from .helpers import LoggedRun, check_delivered, render_unbatched
 
 #: the shape of a real message id (Engine: "msg-" + secrets.token_urlsafe(16)).
 MESSAGE_ID = "msg-" + "A1b2C3d4E5f6G7h8I9j0Kx"
@@ -128,14 +127,7 @@ def test_eager_sends_queued_runs_lag_and_catch_up_deliver_everything_once_in_ord
         if i == attach_at:
             sub = Run.reader(run, session, None, cursor)  # type: ignore[arg-type]
             run.subscribe(sub)
-        if step == "text":
-            size = sizes[i % len(sizes)]
-            run.emit(run.machine.text_delta(f"<{run.machine.seq + 1}>".ljust(size + 4, "x")))
-        elif step == "reasoning":
-            run.emit(run.machine.reasoning_delta(f"[{run.machine.seq + 1}]"))
-        elif step == "app":
-            run.emit(run.machine.app("CUSTOM_EVENT", {"n": run.machine.seq + 1}))
-        elif step == "writer":
+        if step == "writer":
             writer_turn()
         elif step == "idle":  # the writer sends all it has and waits
             for _ in range(10_000):
@@ -143,9 +135,7 @@ def test_eager_sends_queued_runs_lag_and_catch_up_deliver_everything_once_in_ord
                     break
                 writer_turn()
         else:
-            for entry in run.machine.finish("complete"):
-                run.emit(entry)
-            run.seal()
+            run.play(step, sizes[i % len(sizes)])
         assert outbox.pending >= 0
     if not sub.closed and not sub.lagging and sub not in run.subscribers:
         run.subscribe(sub)
@@ -156,22 +146,11 @@ def test_eager_sends_queued_runs_lag_and_catch_up_deliver_everything_once_in_ord
         writer_turn()
     assert sub.closed
 
-    received = [msgspec.json.decode(f) for f in wire]
-    expected = [e for e in expand(run.entries) if e[0] > cursor]
-    seqs = [f["data"]["seq"] for f in received]
-    assert seqs == sorted(set(seqs))
+    received, expected = check_delivered(wire, run, cursor)
     assert all(f["id"] == f"{MESSAGE_ID}.{f['data']['seq']}" for f in received if "CHUNK" in f["type"])
-    chunks = [f["data"] for f in received if f["type"] == "AI_MESSAGE_CHUNK"]
-    assert [c["index"] for c in chunks] == list(range(len(chunks)))
-    texts = [e for e in expected if e[1] == Kind.TEXT]
-    assert "".join(c["content"] for c in chunks) == "".join(e[2] for e in texts)
     if not merge:  # one frame per piece, each with its own seq
-        assert [(c["seq"], c["content"]) for c in chunks] == [(e[0], e[2]) for e in texts]
-    reasoning = [f["data"] for f in received if f["type"] == "AI_REASONING_CHUNK"]
-    assert "".join(r["content"] for r in reasoning) == "".join(e[2] for e in expected if e[1] == Kind.REASONING)
-    others = [f["data"]["seq"] for f in received if f["type"] not in ("AI_MESSAGE_CHUNK", "AI_REASONING_CHUNK")]
-    assert others == [e[0] for e in expected if e[1] not in (Kind.TEXT, Kind.REASONING)]
-    assert [f["type"] for f in received].count("AI_MESSAGE_END") == (cursor < run.machine.seq)
+        chunks = [f["data"] for f in received if f["type"] == "AI_MESSAGE_CHUNK"]
+        assert [(c["seq"], c["content"]) for c in chunks] == [(e[0], e[2]) for e in expected if e[1] == Kind.TEXT]
     assert all(f["metadata"] == METADATA for f in received if "CHUNK" in f["type"])
 
 

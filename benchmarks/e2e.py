@@ -123,13 +123,12 @@ def client_loop() -> str:
     Gaps and latencies are read by the load generator, so it needs headroom: at 1,000
     streams of 50 chunks/s on the 2-core benchmark VM, the asyncio load generator used a
     whole core (5.3 s of CPU over 5 s) and its own delays counted as the server's; on
-    uvloop it used about half. Raw and streamcore are measured by the same client.
+    uvloop it used about half. Raw and streamcore are measured by the same client. The
+    choice is ``streamcore serve``'s for ``[server] loop = "auto"``.
     """
-    try:
-        import uvloop  # noqa: F401
-    except ModuleNotFoundError:
-        return "asyncio"
-    return "uvloop"
+    from streamcore.cli import loop_options
+
+    return "uvloop" if loop_options("auto") else "asyncio"
 
 
 def _run_client(coro: Any, loop: str) -> Any:

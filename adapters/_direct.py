@@ -4,10 +4,11 @@ Under uvicorn, an ASGI ``websocket.send`` of a text frame costs a message dict, 
 decoded to ``str`` by the app and encoded back by the server, a coroutine and a socket
 write per frame. When the app is uvicorn's own callee (``send`` and ``receive`` are bound
 methods of the same ``WebSocketsSansIOProtocol``: no middleware in between that could
-observe or change what is sent), :class:`DirectConnection` hands the encoded frames to
-the protocol's Sans-I/O ``conn`` (the websockets library's ``ServerProtocol``) and writes
-a batch of them in one ``transport.write``, exactly what uvicorn's ``send`` does for each,
-while the protocol is open and its socket takes data. Anything else (flow control
+observe or change what is sent), :class:`DirectConnection` writes a batch of encoded
+frames in one ``transport.write`` while the protocol is open and its socket takes data.
+Each is the WebSocket frame uvicorn's ``send`` would write: made here (see
+:mod:`adapters._wsframes`) when the connection has no extension, else by the protocol's
+Sans-I/O ``conn`` (the websockets library's ``ServerProtocol``), which compresses it. Anything else (flow control
 waiting, closing, a disconnected peer) goes through the ASGI ``send``, which waits or
 raises as uvicorn decides. A uvicorn release whose protocol lacks what is read here is
 not recognised, and the app keeps the plain ASGI path.
@@ -19,11 +20,12 @@ exception handling, which only watch for ``http.response.start``: those are seen
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from streamcore.transport import FinishSend, start_send
 
+from . import _wsframes
 from .asgi import ASGIConnection, Receive, Send
 
 __all__ = ["DirectConnection", "direct_protocol"]
@@ -69,30 +71,48 @@ def direct_protocol(receive: Receive, send: Send) -> Any:
 class DirectConnection(ASGIConnection):
     """An :class:`~adapters.asgi.ASGIConnection` that writes frames to uvicorn's protocol."""
 
-    __slots__ = ("_proto", "_invalid")
+    __slots__ = ("_proto", "_invalid", "_open", "_plain", "_first")
 
     def __init__(self, receive: Receive, send: Send, proto: Any, **kwargs: Any) -> None:
         from websockets.exceptions import InvalidState
+        from websockets.protocol import State
 
         super().__init__(receive, send, **kwargs)
         self._proto = proto
         self._invalid = InvalidState
+        self._open = State.OPEN
+        #: frames encoded here (see adapters._wsframes): decided once the handshake is done.
+        self._plain: bool | None = None
+        self._first = _wsframes.BINARY if self._binary else _wsframes.TEXT
 
-    def _write(self, frames: Iterable[bytes]) -> bool:
+    def _write(self, frames: Sequence[bytes]) -> bool:
         """Write ``frames`` in one socket write if the protocol takes them now; False: use
         the ASGI ``send`` (it waits for the socket, or raises for a closed connection)."""
         p = self._proto
         if self._closed or p.disconnected or p.close_sent or not p.writable.is_set() or p.transport.is_closing():
             return False
-        if not p.handshake_complete or p.initial_response is not None:
-            return False
-        write = p.conn.send_binary if self._binary else p.conn.send_text
+        conn = p.conn
+        plain = self._plain
+        if plain is None:
+            if not p.handshake_complete or p.initial_response is not None:
+                return False
+            plain = self._plain = _wsframes.plain_server(conn)
+        if plain and conn.state is self._open and not conn.expect_continuation_frame and not conn.writes:
+            first = self._first
+            if len(frames) == 1:
+                p.transport.write(_wsframes.encode_one(first, frames[0]))
+            else:
+                p.transport.write(_wsframes.encode(first, frames))
+            return True
+        # The protocol's own path: extensions (permessage-deflate), frame logging, or
+        # writes it queued itself (a pong), which go first.
+        write = conn.send_binary if self._binary else conn.send_text
         try:
             for frame in frames:
                 write(frame)
         except self._invalid:  # not open (a close under way): raised at the first frame
             return False
-        p.transport.write(b"".join(p.conn.data_to_send()))
+        p.transport.write(b"".join(conn.data_to_send()))
         return True
 
     async def send(self, frame: bytes) -> None:

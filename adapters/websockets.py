@@ -13,7 +13,7 @@ costs nothing for apps that use another adapter.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -21,6 +21,8 @@ from urllib.parse import parse_qsl, urlsplit
 from streamcore.errors import ConnectionClosed
 from streamcore.http import StaticRoutes
 from streamcore.transport import ConnectionInfo
+
+from . import _wsframes
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server, ServerConnection
@@ -33,18 +35,20 @@ __all__ = ["WebsocketsConnection", "serve"]
 class WebsocketsConnection:
     """:class:`~streamcore.transport.Connection` over a websockets ``ServerConnection``.
 
-    Frames are written through the connection's Sans-I/O ``protocol`` (one socket write
-    for a frame or a batch) while the connection is open and no fragmented message is
-    being sent, then a paused socket is drained: what ``send()`` does, without its
-    per-frame ``async with`` context, checks for fragments and iterables, and await. A closing connection goes through
-    ``send()``, the library's own path.
+    Frames are written in one socket write for a frame or a batch while the connection
+    is open and no fragmented message is being sent, then a paused socket is drained.
+    Each is encoded here when no extension was negotiated (see :mod:`adapters._wsframes`),
+    else through the connection's Sans-I/O ``protocol``, which compresses it. That is
+    what ``send()`` does, without its per-frame ``async with`` context, checks for
+    fragments and iterables, and await. A closing connection goes through ``send()``,
+    the library's own path.
     ``send_now`` (see :mod:`streamcore.transport`; off with ``eager=False``) takes the
     same fast path from a run's task while the connection's writer is idle. With a
     websockets release that lacks these attributes, every frame goes through ``send()``
     and there is no ``send_now``.
     """
 
-    __slots__ = ("_ws", "_text", "_closed_exc", "_fast", "_eager", "_open", "__weakref__")
+    __slots__ = ("_ws", "_text", "_closed_exc", "_fast", "_eager", "_open", "_plain", "_first", "__weakref__")
 
     def __init__(self, ws: ServerConnection, *, binary: bool, eager: bool = True) -> None:
         import websockets.exceptions
@@ -56,6 +60,9 @@ class WebsocketsConnection:
         self._open = State.OPEN
         self._fast = all(hasattr(ws, name) for name in _FAST_PATH)
         self._eager = eager and self._fast
+        # Frames encoded here (see adapters._wsframes); the handshake is done by now.
+        self._plain = self._fast and _wsframes.plain_server(ws.protocol)
+        self._first = _wsframes.BINARY if binary else _wsframes.TEXT
 
     async def receive(self) -> str | bytes:
         try:
@@ -95,16 +102,26 @@ class WebsocketsConnection:
             return None
         return _SendLater(self, frame)  # the writer sends it, through send()
 
-    def _write(self, frames: Iterable[bytes]) -> bool:
+    def _write(self, frames: Sequence[bytes]) -> bool:
         """Write ``frames`` in one socket write if the connection allows it now; False:
         use ``send()``."""
         ws = self._ws
-        if ws.protocol.state is not self._open or ws.send_in_progress is not None or ws.transport.is_closing():
+        protocol = ws.protocol
+        if protocol.state is not self._open or ws.send_in_progress is not None or ws.transport.is_closing():
             return False
-        send = ws.protocol.send_text if self._text else ws.protocol.send_binary
+        if self._plain and not protocol.expect_continuation_frame and not protocol.writes:
+            first = self._first
+            if len(frames) == 1:
+                ws.transport.write(_wsframes.encode_one(first, frames[0]))
+            else:
+                ws.transport.write(_wsframes.encode(first, frames))
+            return True
+        # The protocol's own path: extensions (permessage-deflate), frame logging, or
+        # writes it queued itself, which go first.
+        send = protocol.send_text if self._text else protocol.send_binary
         for frame in frames:
             send(frame)
-        data = ws.protocol.data_to_send()
+        data = protocol.data_to_send()
         if b"" in data:  # an end-of-stream marker (never while open): as send_data() does
             for chunk in data:
                 if chunk:

@@ -7,7 +7,8 @@ as possible). With ``--stamp`` each chunk's content starts with the wall-clock t
 which it was produced, so the client can measure latency.
 
 - ``streamcore``: the engine with a provider yielding those chunks.
-- ``raw``: the same transport sending pre-encoded chunk frames of the same size, with no
+- ``raw``: the same transport sending pre-encoded frames of the same size, in the
+  protocol's order (AI_THINKING, AI_MESSAGE_START, chunks, AI_MESSAGE_END), with no
   streamcore in the way (the limit of the transport).
 - ``naive``: the seed's loop: ``json.dumps`` + ``uuid4`` per chunk, one send per chunk.
 """
@@ -25,6 +26,12 @@ import anyio
 
 from streamcore import Completion, Config, Engine
 
+# The frames of a reply besides its chunks, as the protocol (and streamcore) sends them:
+# AI_THINKING when the request is read, AI_MESSAGE_START before the first chunk, and
+# AI_MESSAGE_END. The raw and naive servers send them too, pre-encoded.
+THINKING = json.dumps({"id": "t", "type": "AI_THINKING", "timestamp": 0, "data": {"timestamp": 0}})
+START = json.dumps({"id": "s", "type": "AI_MESSAGE_START", "timestamp": 0,
+                    "data": {"messageId": "msg-bench", "seq": 1, "model": "bench"}})
 END = json.dumps({"id": "e", "type": "AI_MESSAGE_END", "timestamp": 0,
                   "data": {"messageId": "msg-bench", "isComplete": True, "stopReason": "complete"}})
 
@@ -121,7 +128,8 @@ class BenchProvider:
 
 
 def raw_frames(args):
-    """Yields (frame text) per chunk for the raw and naive servers; awaits pacing."""
+    """Yields the frames of one reply for the raw and naive servers, in the protocol's
+    order (AI_THINKING, AI_MESSAGE_START, the chunks, AI_MESSAGE_END); awaits pacing."""
     template = ('{"id":"msg-bench.%d","type":"AI_MESSAGE_CHUNK","timestamp":1732370000123,'
                 '"data":{"messageId":"msg-bench","content":"%s","index":%d}}')
     pre = template % (0, "x" * args.size, 0)
@@ -129,9 +137,12 @@ def raw_frames(args):
     async def frames():
         paced = pacer(args.rate) if args.rate else None
         slot = paced.slot() if paced else 0
+        yield THINKING
         for i in range(args.chunks):
             if paced:
                 await paced.wait(slot)
+            if i == 0:
+                yield START
             if args.impl == "naive":
                 yield json.dumps({"id": str(uuid.uuid4()), "type": "AI_MESSAGE_CHUNK",
                                   "timestamp": int(time.time() * 1000),

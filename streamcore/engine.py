@@ -531,7 +531,7 @@ class Engine:
         self.runs[message_id] = run
         self.active[owner] = self.active.get(owner, 0) + 1
         self.telemetry.on_run_start(run, session)
-        session.send(EventType.AI_THINKING, ThinkingData(now_ms()), request_id=request_id)
+        session.send(EventType.AI_THINKING, ThinkingData(now_ms()), request_id=request_id, eager=True)
         session.follow(Subscription(session, run, message_id, request_id), run)
         assert self._run_tasks is not None  # made with _tg
         if slot:  # admitted here: nothing to wait for before running

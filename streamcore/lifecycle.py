@@ -27,6 +27,10 @@ __all__ = ["RunState", "Input", "TRANSITIONS", "RunMachine"]
 
 
 class RunState(enum.Enum):
+    # Members are singletons: hashed by identity, as compared (Enum's own __hash__ is a
+    # Python call per TRANSITIONS look-up, four per reply).
+    __hash__ = object.__hash__
+
     PENDING = "pending"  #: created: AI_THINKING sent, nothing logged yet
     STREAMING = "streaming"  #: START logged; deltas flow
     FAILED = "failed"  #: a failure was logged; only END may follow
@@ -35,6 +39,8 @@ class RunState(enum.Enum):
 
 
 class Input(enum.Enum):
+    __hash__ = object.__hash__  # see RunState
+
     START = "start"
     TEXT = "text"
     REASONING = "reasoning"

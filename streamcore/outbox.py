@@ -16,7 +16,8 @@ When the writer is idle (nothing pending) and the transport allows it (``send_no
 :mod:`streamcore.transport`), a chunk skips the buffer: the run sends it from its own task
 (:meth:`Outbox.send_eager`), and a send that has to wait is finished by the writer before
 anything queued after it. That saves a task switch per chunk when the provider waits
-between chunks, the usual case with a model.
+between chunks, the usual case with a model; a reply's AI_THINKING and AI_MESSAGE_END
+take the same path (:meth:`Outbox.put_eager`).
 """
 
 from __future__ import annotations
@@ -135,6 +136,19 @@ class Outbox:
         self.pending += len(frame)
         if self._waiter is not None:  # one wake-up per batch, not per frame
             self.wake()
+
+    def put_eager(self, frame: bytes) -> None:
+        """Send ``frame`` from the calling task if the writer is idle, else queue it.
+
+        For a reply's AI_THINKING and AI_MESSAGE_END: a writer wake-up (a task switch and
+        a loop turn) each, per reply, saved. Not for AI_MESSAGE_START: queued, it wakes the
+        writer, and the chunks of a provider that bursts without awaiting then wait
+        behind it and leave in batches instead of one socket write each.
+        """
+        if self._waiter is not None and self.send_now is not None:
+            self.send_eager(frame)
+        else:
+            self.put(frame)
 
     def put_chunk(self, stream: ChunkStream, content: str, seq: int) -> None:
         """Queue chunk text in the last pending run of the same stream, or a new one.

@@ -152,7 +152,10 @@ class Subscription:
                 frame = self.session.codec.encode_entry(entry, self.message_id, self.metadata, self.request_id)
                 if len(frame) > self.session.max_frame_bytes:
                     frame = self._too_large(entry, len(frame))
-                outbox.put(frame)
+                if kind == Kind.ENDED:  # the last frame: from this task if the writer is idle
+                    outbox.put_eager(frame)
+                else:
+                    outbox.put(frame)
             except Exception:
                 # An application payload that cannot be encoded: skip it, keep the stream.
                 _log.exception("run.encode_failed", message_id=self.message_id, seq=seq)

@@ -417,12 +417,14 @@ class Session:
             metadata = {**metadata, "requestId": request_id}
         return metadata
 
-    def send(self, type: str, data: Any, *, request_id: str | None = None) -> None:
+    def send(self, type: str, data: Any, *, request_id: str | None = None, eager: bool = False) -> None:
         """Queue one event of any type (applications may send their own).
 
         Args:
             request_id: the ``id`` of the client frame this event answers; it is added to
                 ``metadata.requestId`` so clients can match replies to requests.
+            eager: send it from the calling task if the connection's writer is idle
+                (see :meth:`~streamcore.outbox.Outbox.put_eager`).
         """
         frame = self.codec.encode(type, data, self.metadata_for(request_id))
         if len(frame) > self.max_frame_bytes:
@@ -440,9 +442,9 @@ class Session:
                 ),
                 self.metadata_for(request_id),
             )
-        self.queue(frame)
+        self.queue(frame, eager)
 
-    def queue(self, frame: bytes) -> bool:
+    def queue(self, frame: bytes, eager: bool = False) -> bool:
         """Queue an encoded frame that no run log can replay (an application event, a
         broadcast, an ERROR); False when it was dropped.
 
@@ -455,7 +457,10 @@ class Session:
         if outbox.pending > UNREPLAYABLE_FACTOR * self.limits.send_buffer_bytes:
             self._close_slow_soon()
             return False
-        outbox.put(frame)
+        if eager:
+            outbox.put_eager(frame)
+        else:
+            outbox.put(frame)
         return True
 
     def send_error(self, exc: StreamcoreError, request_id: str | None) -> None:

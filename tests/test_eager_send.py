@@ -213,3 +213,52 @@ async def test_websockets_fast_path_bypasses_send(monkeypatch):
         frames = await client.until("AI_MESSAGE_END")
     check_stream(frames)
     assert sent == []  # an open connection with room in its buffer: never through send()
+
+
+async def test_put_eager_sends_from_the_caller_only_while_the_writer_is_idle():
+    outbox = Outbox(1 << 16)
+    sent: list[bytes] = []
+    outbox.put_eager(b"no send_now: queued")
+    assert outbox.take() == [b"no send_now: queued"]
+    outbox.send_now = sent.append  # a send that completes at once (returns None)
+    outbox.put_eager(b"no writer waiting: queued")
+    assert sent == [] and len(outbox) == 1
+    outbox.take()
+    waiting = asyncio.get_running_loop().create_task(outbox.wait_ready())
+    await asyncio.sleep(0)
+    outbox.put_eager(b"THINKING")
+    assert sent == [b"THINKING"] and len(outbox) == 0 and outbox.sent == 1
+    assert outbox._waiter is not None and not waiting.done()  # the writer was not woken
+    outbox.put(b"START")  # queued: wakes the writer ...
+    outbox.put_eager(b"END")  # ... so this one queues behind it, in order
+    with anyio.fail_after(TIMEOUT):
+        await waiting
+    assert sent == [b"THINKING"] and outbox.take() == [b"START", b"END"]
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "websockets"])
+async def test_thinking_and_end_leave_from_the_calling_task_when_the_writer_is_idle(adapter: str, monkeypatch):
+    # A paced reply: the writer is idle when AI_THINKING is sent and after the last chunk,
+    # so both go out through send_now (no writer wake-up); AI_MESSAGE_START is queued
+    # (it wakes the writer: a provider that bursts then has its chunks batched).
+    from streamcore.adapters._direct import DirectConnection
+    from streamcore.adapters.websockets import WebsocketsConnection
+
+    cls = DirectConnection if adapter == "asgi" else WebsocketsConnection
+    eager: list[bytes] = []
+    real = cls._send_now
+
+    def recording(self: Any, frame: bytes) -> Any:
+        eager.append(frame)
+        return real(self, frame)
+
+    monkeypatch.setattr(cls, "_send_now", recording)
+    engine = make_engine(PacedProvider(20, 16))
+    async with running(engine, adapter) as url, connect(url) as client:
+        await client.send("USER_MESSAGE", {"content": "go"})
+        frames = await client.until("AI_MESSAGE_END")
+    check_stream(frames)
+    kinds = [frame.split(b'"type":"', 1)[1].split(b'"', 1)[0].decode() for frame in eager]
+    assert kinds[0] == "AI_THINKING" and kinds[-1] == "AI_MESSAGE_END"
+    assert "AI_MESSAGE_START" not in kinds
+    assert kinds.count("AI_MESSAGE_CHUNK") >= 15  # the paced chunks too, as before

@@ -252,6 +252,9 @@ class Session:
                 self.send_error(exc, exc.request_id)
                 continue
             self.dispatch(frame)
+            # Not kept while the next frame is awaited (minutes, often): the decoded
+            # frame is two tracked objects per connection for every garbage collection.
+            del frame, raw
 
     def _over_limit(self, wait: int, raw: str | bytes) -> None:
         """A frame over the rate limit: one RATE_LIMIT reply per burst, close if it goes on."""

@@ -74,3 +74,21 @@ async def test_closed_connections_are_freed_without_the_cycle_collector(adapter)
         finally:
             gc.enable()
     assert left == []
+
+
+@pytest.mark.parametrize("adapter", ["websockets", "asgi"])
+async def test_an_open_connection_keeps_no_decoded_frame_while_it_waits(adapter):
+    # The reader awaits the next frame for as long as the client is quiet: the last one it
+    # decoded (and its raw text) must not stay alive with it, for every collection to walk.
+    from streamcore.protocol import UserMessage
+
+    marker = "a quiet client's last message"
+    engine = make_engine(ScriptedProvider())
+    async with running(engine, adapter) as url, connect(url) as client:
+        await client.send("USER_MESSAGE", {"content": marker})
+        # The reader handed the message over when the run started, long before its END,
+        # and has been waiting for the next frame since.
+        check_stream(await client.until("AI_MESSAGE_END"))
+        gc.collect()
+        frames = [o for o in gc.get_objects() if type(o) is UserMessage and o.data.content == marker]
+        assert frames == []

@@ -28,12 +28,25 @@ from streamcore import Completion, Config, Engine
 
 # The frames of a reply besides its chunks, as the protocol (and streamcore) sends them:
 # AI_THINKING when the request is read, AI_MESSAGE_START before the first chunk, and
-# AI_MESSAGE_END. The raw and naive servers send them too, pre-encoded.
+# AI_MESSAGE_END with the whole text as its ``content`` (see end_frame). The raw and naive
+# servers send them too, pre-encoded.
 THINKING = json.dumps({"id": "t", "type": "AI_THINKING", "timestamp": 0, "data": {"timestamp": 0}})
 START = json.dumps({"id": "s", "type": "AI_MESSAGE_START", "timestamp": 0,
                     "data": {"messageId": "msg-bench", "seq": 1, "model": "bench"}})
-END = json.dumps({"id": "e", "type": "AI_MESSAGE_END", "timestamp": 0,
-                  "data": {"messageId": "msg-bench", "isComplete": True, "stopReason": "complete"}})
+
+
+#: the benchmark engine's frame limit (its max_message_bytes, see engine_for).
+MAX_FRAME = 1 << 20
+
+
+def end_frame(text_length: int) -> str:
+    """AI_MESSAGE_END of a reply of ``text_length`` characters: streamcore's carries the
+    whole text (``content``) when the frame stays under its limit, so the baseline's does
+    too (the same bytes on the wire)."""
+    data: dict = {"messageId": "msg-bench", "isComplete": True, "stopReason": "complete"}
+    if text_length + 1024 < MAX_FRAME:
+        data["content"] = "x" * text_length
+    return json.dumps({"id": "e", "type": "AI_MESSAGE_END", "timestamp": 0, "data": data})
 
 
 class Pacer:
@@ -133,6 +146,7 @@ def raw_frames(args):
     template = ('{"id":"msg-bench.%d","type":"AI_MESSAGE_CHUNK","timestamp":1732370000123,'
                 '"data":{"messageId":"msg-bench","content":"%s","index":%d}}')
     pre = template % (0, "x" * args.size, 0)
+    end = end_frame(args.chunks * args.size)
 
     async def frames():
         paced = pacer(args.rate) if args.rate else None
@@ -151,7 +165,7 @@ def raw_frames(args):
                 yield template % (i, chunk_content(args.size, True), i)
             else:
                 yield pre  # pre-encoded: the transport's own cost only
-        yield END
+        yield end
 
     return frames
 
@@ -167,7 +181,7 @@ def engine_for(args) -> Engine:
     lim.max_connections = lim.max_connections_per_ip = 1 << 20
     lim.history_messages = 0
     lim.idle_timeout = 3600
-    lim.max_message_bytes = 1 << 20
+    lim.max_message_bytes = MAX_FRAME
     config.server.compression = args.compression
     config.features.metadata = False
     # benchmarks.sse builds its engine here too, without an --eager option (default on).

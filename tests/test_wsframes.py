@@ -147,3 +147,25 @@ def test_with_deflate_frames_go_through_the_protocols_extension():
     assert connection._write((b"x" * 1000,))
     assert connection._plain is False
     assert len(transport.data) < 100  # compressed by the extension, not written as is
+
+
+@pytest.mark.parametrize("make", [_direct, _websockets])
+def test_after_a_client_close_frames_are_left_to_the_library(make: Any):
+    # The usual way out: the client's close frame is read, the protocol echoes it (queued
+    # in its writes) and moves to CLOSING; no data frame may follow.
+    conn = _server()
+    connection, transport = make(conn)
+    client = Protocol(Side.CLIENT)
+    client.send_close(1000)
+    conn.receive_data(b"".join(client.data_to_send()))
+    assert conn.writes  # the echoed close, not flushed yet
+    assert not connection._write((b"late",))
+    assert transport.data == b""
+
+
+def test_a_fragmented_send_under_way_is_left_to_the_library():
+    conn = _server()
+    connection, transport = _websockets(conn)
+    connection._ws.send_in_progress = object()  # websockets' own send() is mid-message
+    assert not connection._write((b"x",))
+    assert transport.data == b""

@@ -14,6 +14,7 @@ then is cancelled (``user_cancelled``), unless ``[runs] always_finish`` is set.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
@@ -564,17 +565,18 @@ class Run:
         self.engine.telemetry.on_run_end(
             self, reason, failure, usage, (completion and completion.model) or model, ttft
         )
-        _log.info(
-            "generation.end",
-            message_id=self.message_id,
-            request_id=self.request_id,
-            purpose=self.purpose,
-            stop_reason=reason,
-            error=failure.code if failure is not None else None,
-            chars=len(machine.text),
-            ttft_ms=round(ttft * 1000, 1) if ttft is not None else None,
-            duration_ms=round((time.perf_counter() - self.t0) * 1000, 1),
-        )
+        if _log.isEnabledFor(logging.INFO):  # its arguments cost more than the disabled call
+            _log.info(
+                "generation.end",
+                message_id=self.message_id,
+                request_id=self.request_id,
+                purpose=self.purpose,
+                stop_reason=reason,
+                error=failure.code if failure is not None else None,
+                chars=len(machine.text),
+                ttft_ms=round(ttft * 1000, 1) if ttft is not None else None,
+                duration_ms=round((time.perf_counter() - self.t0) * 1000, 1),
+            )
         return objective
 
     async def _after_end(self, objective: Any) -> None:

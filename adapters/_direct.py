@@ -98,11 +98,7 @@ class DirectConnection(ASGIConnection):
                 return False
             plain = self._plain = _wsframes.plain_server(conn)
         if plain and conn.state is self._open and not conn.expect_continuation_frame and not conn.writes:
-            first = self._first
-            if len(frames) == 1:
-                p.transport.write(_wsframes.encode_one(first, frames[0]))
-            else:
-                p.transport.write(_wsframes.encode(first, frames))
+            p.transport.write(_wsframes.encode(self._first, frames))
             return True
         # The protocol's own path: extensions (permessage-deflate), frame logging, or
         # writes it queued itself (a pong), which go first.

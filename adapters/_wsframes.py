@@ -8,13 +8,13 @@ frames at debug level, a data frame it sends is its two-to-ten-byte header (RFC 
 section 5.2: FIN set, no mask) followed by the payload, and sending one changes nothing
 in the protocol's state but its fragmentation flag, which stays clear for a whole
 message. :func:`plain_server` tells when that holds; :func:`encode` then writes the
-bytes in about 0.2 us (0.4 for a batch of one).
+bytes in about 0.2 us.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["TEXT", "BINARY", "encode", "encode_one", "plain_server"]
@@ -56,13 +56,15 @@ def encode_one(first: int, frame: bytes) -> bytes:
     return _LONG(first, 127, n) + frame
 
 
-def encode(first: int, frames: Iterable[bytes]) -> bytes:
+def encode(first: int, frames: Sequence[bytes]) -> bytes:
     """``frames`` (payloads) as final unmasked data frames, each its own, concatenated.
 
     Args:
         first: :data:`TEXT` or :data:`BINARY`.
         frames: the payloads, text already UTF-8.
     """
+    if len(frames) == 1:  # the usual case when chunks leave one by one
+        return encode_one(first, frames[0])
     short = _SHORT[first]
     out: list[bytes] = []
     for frame in frames:

@@ -110,11 +110,7 @@ class WebsocketsConnection:
         if protocol.state is not self._open or ws.send_in_progress is not None or ws.transport.is_closing():
             return False
         if self._plain and not protocol.expect_continuation_frame and not protocol.writes:
-            first = self._first
-            if len(frames) == 1:
-                ws.transport.write(_wsframes.encode_one(first, frames[0]))
-            else:
-                ws.transport.write(_wsframes.encode(first, frames))
+            ws.transport.write(_wsframes.encode(self._first, frames))
             return True
         # The protocol's own path: extensions (permessage-deflate), frame logging, or
         # writes it queued itself, which go first.

@@ -8,9 +8,9 @@ observe or change what is sent), :class:`DirectConnection` writes a batch of enc
 frames in one ``transport.write`` while the protocol is open and its socket takes data.
 Each is the WebSocket frame uvicorn's ``send`` would write: made here (see
 :mod:`adapters._wsframes`) when the connection has no extension, else by the protocol's
-Sans-I/O ``conn`` (the websockets library's ``ServerProtocol``), which compresses it. Anything else (flow control
-waiting, closing, a disconnected peer) goes through the ASGI ``send``, which waits or
-raises as uvicorn decides. A uvicorn release whose protocol lacks what is read here is
+Sans-I/O ``conn`` (the websockets library's ``ServerProtocol``), which compresses it.
+Anything else (flow control waiting, closing, a disconnected peer) goes through the ASGI
+``send``, which waits or raises as uvicorn decides. A uvicorn release whose protocol lacks what is read here is
 not recognised, and the app keeps the plain ASGI path.
 
 Starlette (and FastAPI) pass uvicorn's ``send`` to a route through the closures of its

@@ -7,6 +7,7 @@ free loopback port; skipped loudly without one, failed under CI=true).
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, AsyncIterator
 
 import anyio
@@ -397,3 +398,54 @@ async def test_redis_publisher_from_another_thread_reaches_a_broker(request):
         assert (got[0].kind, got[0].target, got[0].type, got[0].data) == (
             TOPIC, "indexing", "INDEXING_PROGRESS", {"done": 3, "total": 10}
         )
+
+
+async def test_redis_background_loops_outlive_a_client_error_that_is_not_a_connection_error(
+    request, monkeypatch, caplog
+):
+    # redis-py has raised AttributeError and TypeError from a connection torn down under it
+    # (redis/redis-py#2349, #3546). A worker's flusher and broker must take that for an
+    # outage and go on, not end (an ended background task took the whole engine down).
+    from streamcore.backends.redis import RedisRunLog
+
+    failures = {"runlog": 1, "publish": 1}
+    real_write = RedisRunLog._write
+
+    async def flaky_write(self: Any, batch: list) -> None:
+        if failures["runlog"]:
+            failures["runlog"] -= 1
+            raise AttributeError("'NoneType' object has no attribute 'feed'")
+        await real_write(self, batch)
+
+    monkeypatch.setattr(RedisRunLog, "_write", flaky_write)
+    caplog.set_level(logging.ERROR, logger="streamcore")
+    async with open_backends("redis", request, workers=2) as (a, b):
+        real_pipeline = a.broker.client.pipeline
+
+        def flaky_pipeline(*args: Any, **kwargs: Any) -> Any:
+            if failures["publish"]:
+                failures["publish"] -= 1
+                raise TypeError("'NoneType' object is not callable")
+            return real_pipeline(*args, **kwargs)
+
+        monkeypatch.setattr(a.broker.client, "pipeline", flaky_pipeline)
+        got: list[BusMessage] = []
+        arrived = anyio.Event()
+
+        def handler(message: BusMessage) -> None:
+            got.append(message)
+            if message.data == {"n": 2}:
+                arrived.set()
+
+        b.broker.subscribe(handler)
+        writer, entries = await _logged(a, "run-after-a-client-error", 5)  # flushed once retried
+        got_entries, _ = await b.runlog.read("run-after-a-client-error", 0)
+        assert got_entries == entries and failures["runlog"] == 0
+        a.broker.publish(BusMessage("w-a", ALL, None, "ANNOUNCE", {"n": 1}))  # dropped: the publish fails
+        with anyio.fail_after(TIMEOUT):
+            while failures["publish"]:
+                await anyio.sleep(0.01)
+        a.broker.publish(BusMessage("w-a", ALL, None, "ANNOUNCE", {"n": 2}))  # the publisher is still there
+        with anyio.fail_after(TIMEOUT):
+            await arrived.wait()
+    assert [r for r in caplog.records if r.getMessage() == "redis.unexpected_error"]

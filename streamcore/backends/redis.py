@@ -47,11 +47,11 @@ except ImportError:  # pragma: no cover - exercised by the CLI's own test
 
 import anyio
 import msgspec
-import structlog
 
 from ..broker import ALL, TOPIC, USER, BusMessage
 from ..errors import ProtocolError
 from ..events import AppEvent, Ended, Entry, Failure, Kind, Started, expand
+from ..log import get_logger
 from ..objectives import Objective, apply_updates
 from ..provider import ChatMessage
 from ..ratelimit import TokenBucket
@@ -70,7 +70,7 @@ __all__ = [
     "Health",
 ]
 
-_log = structlog.get_logger("streamcore")
+_log = get_logger("streamcore")
 
 #: What counts as "Redis is unreachable" (ResponseError is a bug or a full server).
 _DOWN = (RedisError, OSError)
@@ -146,6 +146,11 @@ class Health:
         if self.up:
             self.up = False
             self.since = time.monotonic()
+            if not isinstance(exc, _DOWN):
+                # Not a connection error: redis-py has raised AttributeError and TypeError
+                # from a connection torn down under it (redis/redis-py#2349, #3546). Taken
+                # for an outage all the same; its traceback is logged once.
+                _log.error("redis.unexpected_error", url=self.url, during=during, exc_info=exc)
             _log.error("redis.unavailable", url=self.url, during=during, error=f"{type(exc).__name__}: {exc}")
 
     def ok(self) -> None:
@@ -277,7 +282,7 @@ class RedisRunLog:
             idle = self.flush_interval
             try:
                 await self._write(dirty)
-            except _DOWN as exc:
+            except Exception as exc:  # _DOWN, or a client error on a broken connection
                 self.health.down(exc, "runlog.append")
                 for writer in self._live:
                     # Redis may have restarted empty: send every live run again, whole.
@@ -470,7 +475,7 @@ class RedisBroker:
                             pipe.publish(self.channel, item)
                         await pipe.execute()
                     self.health.ok()
-                except _DOWN as exc:
+                except Exception as exc:  # _DOWN, or a client error on a broken connection
                     # Other workers miss what is published during an outage (this
                     # worker's own clients already got it): nothing is kept to replay.
                     self.health.down(exc, "broker.publish")
@@ -517,7 +522,7 @@ class RedisBroker:
                             handler(message)
                         except Exception:
                             _log.exception("broker.handler_failed", kind=message.kind)
-            except _DOWN as exc:
+            except Exception as exc:  # _DOWN, or a client error on a broken connection
                 self._ready = anyio.Event()
                 self.health.down(exc, "broker.subscribe")
                 backoff = min(1.0, backoff * 2 or 0.05)

@@ -30,15 +30,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-import structlog
 
 from ..errors import ProtocolError
 from ..events import Entry
+from ..log import get_logger
 from ..protocol import EventType
 
 __all__ = ["SSEDialect", "LATE", "HEARTBEAT", "NOTHING", "sse_event", "kebab", "seq_bytes", "encode_json"]
 
-_log = structlog.get_logger("streamcore")
+_log = get_logger("streamcore")
 
 #: The placeholder frame of an entry rendered at send time (a real frame never is 1 byte).
 LATE = b"\x00"

@@ -261,7 +261,8 @@ async def test_redis_killed_and_restarted_mid_run(own_redis_server, make_server,
         # The running stream finishes on A, whole.
         frames += await a.until("AI_MESSAGE_END")
         end = frames[-1]["data"]
-        assert end["stopReason"] == "complete" and text_of(frames) == end["content"]
+        # On failure, A's last log lines say why (a closing engine gives server_shutdown).
+        assert end["stopReason"] == "complete" and text_of(frames) == end["content"], server_a.logs()[-20:]
         # A resume on B during the outage gets a clear, retryable ERROR.
         async with connect(url_b, **bearer("ann")) as b:
             await b.send("RESUME", {"messageId": running_id}, id="r")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from ._tasks import TaskScope, cancel_scope
 from .errors import ProviderError, StreamcoreError
 from .events import STOP_REASONS, Completion, Failure, Kind, Reasoning, Usage
 from .ids import stamp
@@ -296,7 +297,7 @@ class Run:
         self.stop_reason: str | None = None
         #: stop() was called, at any point (stop_reason is only set while the answer runs).
         self.stopped = False
-        self.scope: anyio.CancelScope | None = None
+        self.scope: anyio.CancelScope | TaskScope | None = None
         #: when (``time.monotonic()``) the engine's sweeper cancels the provider stream for
         #: taking too long: see :meth:`expire`.
         self.deadline = _NEVER
@@ -400,7 +401,8 @@ class Run:
         stream: Any = None
         try:
             try:
-                with anyio.CancelScope() as scope:
+                run_tasks = engine._run_tasks
+                with cancel_scope(run_tasks.loop if run_tasks is not None else None) as scope:
                     self.scope = scope
                     if self.stop_reason is not None:  # stopped before it could start
                         scope.cancel()

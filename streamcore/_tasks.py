@@ -46,7 +46,7 @@ class TaskSet:
         tg: the owner's task group, used on backends other than asyncio.
     """
 
-    __slots__ = ("_tg", "_loop", "_tasks")
+    __slots__ = ("_tg", "_loop", "_tasks", "_on_done")
 
     def __init__(self, tg: Any) -> None:
         self._tg = tg
@@ -54,6 +54,9 @@ class TaskSet:
         # start one here (their writer is a task of its own).
         self._tasks: set[Any] | None = None
         self._loop = running_loop()
+        # One bound method for every task's done callback, not one made (and tracked by
+        # the garbage collector for the task's lifetime) per task.
+        self._on_done = self._done
 
     @property
     def loop(self) -> Any:
@@ -69,7 +72,7 @@ class TaskSet:
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(self._on_done)
 
     def _done(self, task: Any) -> None:
         if self._tasks is not None:

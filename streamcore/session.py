@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from ._tasks import TaskSet, running_loop
+from ._tasks import TaskScope, TaskSet, cancel_scope, running_loop
 from .errors import ConnectionClosed, ProtocolError, StreamcoreError
 from .log import StdlibBoundLogger, get_logger
 from .outbox import Outbox, max_chunk_text
@@ -113,7 +113,7 @@ class Session:
         # While run() serves: the reader's cancel scope (cancelled to stop serving) and the
         # connection's background tasks (handlers, closes, resume polling), plain asyncio
         # tasks (see _tasks.py) or, on other backends, tasks of a task group.
-        self._scope: anyio.CancelScope | None = None
+        self._scope: anyio.CancelScope | TaskScope | None = None
         self._tasks: TaskSet | None = None
         # The writer: a plain task on asyncio, else a task of the task group.
         self._writer_task: Any = None
@@ -156,7 +156,9 @@ class Session:
             group: Any = _NO_GROUP if loop is not None else anyio.create_task_group()
             async with group as tg:
                 tasks = self._tasks = TaskSet(tg)
-                with anyio.CancelScope() as self._scope:  # cancelled by _stop()
+                # Cancelled by _stop(); a TaskScope on asyncio (see _tasks.py): six objects
+                # fewer per connection than anyio's.
+                with cancel_scope(loop) as self._scope:
                     if loop is not None:  # a plain task (see _tasks.py), cancelled below
                         self._writer_task = loop.create_task(self._write_loop())
                     else:

@@ -92,3 +92,51 @@ async def test_an_open_connection_keeps_no_decoded_frame_while_it_waits(adapter)
         gc.collect()
         frames = [o for o in gc.get_objects() if type(o) is UserMessage and o.data.content == marker]
         assert frames == []
+
+
+@pytest.mark.parametrize("adapter", ["websockets", "asgi"])
+async def test_streaming_connections_hold_no_anyio_cancel_scope_each(adapter):
+    # On asyncio the reader and each run cancel through streamcore._tasks.TaskScope:
+    # anyio's scope is six objects for every collection to walk (its task state, two
+    # sets, a weak reference, the scope, its bound __exit__), per connection and per run.
+    import asyncio
+
+    from anyio._backends._asyncio import _task_states
+
+    def awaits(task: asyncio.Task, code: object) -> bool:
+        coro: object = task.get_coro()
+        while coro is not None:
+            if getattr(coro, "cr_code", None) is code:
+                return True
+            coro = getattr(coro, "cr_await", None)
+        return False
+
+    n = 6
+    provider = ScriptedProvider(("a", "b"), gate_after=1)
+    engine = make_engine(provider)
+    async with running(engine, adapter) as url, anyio.create_task_group() as tg:
+        opened, done = anyio.Event(), anyio.Event()
+        streaming = 0
+
+        async def client() -> None:
+            nonlocal streaming
+            async with connect(url) as c:
+                await c.send("USER_MESSAGE", {"content": "hi"})
+                frames = await c.until("AI_MESSAGE_CHUNK")
+                streaming += 1
+                if streaming == n:
+                    opened.set()
+                await done.wait()
+                provider.gate.set()
+                assert check_stream(frames + await c.until("AI_MESSAGE_END"))["isComplete"]
+
+        for _ in range(n):
+            tg.start_soon(client)
+        with anyio.fail_after(TIMEOUT):
+            await opened.wait()
+        readers = [t for t in asyncio.all_tasks() if awaits(t, Session.run.__code__)]
+        runs = [t for t in asyncio.all_tasks() if awaits(t, Run.execute.__code__)]
+        scoped = [t for t in readers + runs if getattr(_task_states.get(t), "cancel_scope", None) is not None]
+        done.set()
+    assert len(readers) == n and len(runs) == n
+    assert scoped == []

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from streamcore import Completion, ConnectionInfo, load_provider
+from streamcore.events import Kind
 from streamcore.testing import FakeOpenAI, memory_pair
 
 from .helpers import check_stream, make_engine
@@ -137,3 +138,38 @@ async def test_closing_the_engine_ends_a_run_whose_stream_ignores_a_stop():
     end = check_stream(frames)
     assert end["stopReason"] == "server_shutdown"
     assert not engine.runs
+
+
+class HangsInShieldedCleanup:
+    """Its shielded cleanup never ends (a provider bug): only shutdown can end the run."""
+
+    model = "hangs"
+
+    async def stream(self, request):
+        try:
+            yield "a"
+            await anyio.sleep(3600)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep_forever()
+
+
+async def test_shutdown_ends_a_run_stuck_in_a_shielded_provider_cleanup():
+    """A STOP cannot end it (the cleanup hangs, shielded); the engine closing does, within
+    its deadlines, and the run logs its one END."""
+    engine = make_engine(HangsInShieldedCleanup(), server={"shutdown_timeout": 0.3}, runs={"cleanup_timeout": 0.3})
+    conn, client = memory_pair()
+    with anyio.fail_after(WAIT):
+        async with engine, anyio.create_task_group() as tg:
+            tg.start_soon(engine.serve, conn, ConnectionInfo())
+            await client.send("USER_MESSAGE", {"content": "go"})
+            frames = await client.receive_until("AI_MESSAGE_CHUNK")
+            (run,) = engine.runs.values()
+            await client.send("STOP_GENERATION", {"messageId": frames[-1]["data"]["messageId"]})
+            with anyio.move_on_after(0.2):
+                frames += await client.receive_until("AI_MESSAGE_END")
+            assert "AI_MESSAGE_END" not in [f["type"] for f in frames] and not run.sealed
+            await engine.shutdown()
+    assert run.sealed and not engine.runs
+    ends = [e for e in run.entries if type(e) is tuple and e[1] == Kind.ENDED]
+    assert len(ends) == 1 and ends[0][2].stop_reason == "user_cancelled"

@@ -16,6 +16,7 @@ see anyio cancel scopes as usual (a scope entered in a plain task works the same
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -111,10 +112,16 @@ class TaskScope:
       turn of the loop cancels it again, so a provider that swallows one ``CancelledError``
       cannot keep the run streaming;
     - an anyio scope with ``shield=True`` inside the body (a provider releasing its HTTP
-      response in a ``finally``) is not cancelled: delivery waits until the body is out of it;
+      response in a ``finally``) is not cancelled: delivery waits until the body is out of
+      it, looking every 10 ms (anyio is told when a shield ends; this scope is not);
     - it swallows only its own cancellation: a ``Task.cancel()`` from elsewhere (the engine
       closing its tasks) also landing in the scope propagates, as asyncio's own ``timeout``
       does it, by counting ``cancel()`` and ``uncancel()`` calls.
+
+    One difference remains: anyio scopes inside the body do not see this one. A
+    ``fail_after`` in a provider whose deadline passes in the same turn of the loop as a
+    ``cancel()`` raises its ``TimeoutError`` (the run logs a provider failure) where
+    anyio would have let the outer cancellation win.
 
     Get one from :func:`cancel_scope`, which gives anyio's scope where this one does not
     apply: other backends, Python 3.10 (no ``Task.uncancel``), or an anyio without the
@@ -161,7 +168,13 @@ class TaskScope:
         # Not into a running task (it would raise at its next await, maybe past the
         # scope), not twice before it is delivered, not in place of a result already
         # there: anyio's rules, for the same reasons.
-        if task is not asyncio.current_task() and not task._must_cancel and not self._shielded(task):
+        if task is not asyncio.current_task() and not task._must_cancel:
+            if self._shielded(task):
+                # anyio resumes delivery when the shield ends; nothing tells this scope,
+                # so it looks again a little later, not at every turn of the loop (which
+                # would keep the loop from ever sleeping while a cleanup runs).
+                self._loop.call_later(_SHIELD_POLL, self._deliver)
+                return
             waiter = task._fut_waiter
             if waiter is None or not waiter.done():
                 task.cancel()
@@ -186,10 +199,23 @@ class TaskScope:
             task.uncancel()
             self._sent -= 1
         # Ours alone: a cancel() from elsewhere in the same turn folded into this error.
-        mine = task.cancelling() <= self._at_enter
-        if mine and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+        if task.cancelling() > self._at_enter or exc_type is None:
+            return False
+        if issubclass(exc_type, asyncio.CancelledError):
             self.cancelled_caught = True
             return True
+        if _ExceptionGroup is not None and isinstance(exc, _ExceptionGroup):
+            # As anyio does: the cancellations in a group are this scope's; the rest goes on.
+            cancelled, rest = exc.split(asyncio.CancelledError)
+            if cancelled is not None:
+                self.cancelled_caught = True
+                if rest is None:
+                    return True
+                context = rest.__context__
+                try:
+                    raise rest
+                finally:
+                    rest.__context__ = context  # as it was, not the group it came from
         return False
 
 
@@ -222,3 +248,7 @@ def _anyio_task_states() -> Any:
 
 
 _task_states = _anyio_task_states()
+#: How often a cancelled scope whose body is in an anyio shield looks again (seconds).
+_SHIELD_POLL = 0.01
+#: Python 3.11's BaseExceptionGroup (TaskScope is only used where it exists).
+_ExceptionGroup: Any = getattr(builtins, "BaseExceptionGroup", None)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import anyio
 import pytest
 
 from streamcore._tasks import TaskScope, cancel_scope
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskScope needs Task.uncancel (Python 3.11)"),
+]
 
 
 @pytest.fixture
@@ -216,6 +220,69 @@ async def test_a_shielded_cleanup_inside_the_body_is_not_cancelled():
     scope.cancel()
     assert await asyncio.wait_for(task, 5) == 0
     assert cleaned == [0, 1, 2, 3, 4] and scope.cancelled_caught
+
+
+async def test_a_shielded_cleanup_does_not_keep_the_loop_busy():
+    """While the body is in a shield, the scope looks again every 10 ms, not at every turn
+    of the loop (which never lets the loop sleep: a core at 100% for the whole cleanup)."""
+    calls = 0
+
+    class Counting(TaskScope):
+        __slots__ = ()
+
+        def _deliver(self) -> None:
+            nonlocal calls
+            calls += 1
+            super()._deliver()
+
+    entered = asyncio.Event()
+    scope = Counting(asyncio.get_running_loop())
+
+    async def body():
+        with scope:
+            try:
+                entered.set()
+                await asyncio.sleep(3600)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(body())
+    await entered.wait()
+    scope.cancel()
+    await asyncio.wait_for(task, 5)
+    assert scope.cancelled_caught
+    # 0.2 s / 10 ms, and a few turns around the shield; turning every loop: thousands.
+    assert calls < 60, calls
+
+
+async def test_a_group_of_its_own_cancellations_is_swallowed_and_the_rest_goes_on():
+    """As anyio: a body that wraps the scope's CancelledError in an exception group."""
+    scope = _scope()
+    entered = asyncio.Event()
+
+    async def body(extra: BaseException | None):
+        with scope:
+            try:
+                entered.set()
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError as exc:
+                raise BaseExceptionGroup("wrapped", [exc] + ([extra] if extra else [])) from None
+        return "after"
+
+    task = asyncio.create_task(body(None))
+    await entered.wait()
+    scope.cancel()
+    assert await asyncio.wait_for(task, 5) == "after" and scope.cancelled_caught
+
+    scope = _scope()
+    entered.clear()
+    task = asyncio.create_task(body(ValueError("boom")))
+    await entered.wait()
+    scope.cancel()
+    with pytest.raises(BaseExceptionGroup) as info:
+        await asyncio.wait_for(task, 5)
+    assert [type(e) for e in info.value.exceptions] == [ValueError] and scope.cancelled_caught
 
 
 async def test_a_cancel_while_the_body_is_shielded_waits_for_the_shield_to_end():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 
@@ -15,6 +16,23 @@ from streamcore.lifecycle import RunMachine
 
 ADAPTERS = ["websockets", "asgi", "starlette"]
 TIMEOUT = 15  # seconds: the upper bound of any single wait in a network test
+
+
+@contextlib.asynccontextmanager
+async def memory_session(engine: Engine, *, user_id: str | None = None) -> AsyncIterator[Any]:
+    """``engine`` serving one in-memory connection; yields its client (10 s bound).
+
+    After the block, ``client.conn`` is the server side of the connection."""
+    from streamcore import ConnectionInfo
+    from streamcore.testing import memory_pair
+
+    conn, client = memory_pair()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.serve, conn, ConnectionInfo(user_id=user_id))
+        with anyio.fail_after(10):
+            yield client
+        await client.aclose()
+    client.conn = conn
 
 
 class ScriptedProvider:

@@ -15,19 +15,9 @@ from streamcore.errors import ConnectionClosed
 from streamcore.testing import MemoryClient, memory_pair
 
 from .helpers import ScriptedProvider, check_stream, make_engine, types
+from .helpers import memory_session as session
 
 pytestmark = pytest.mark.anyio
-
-
-@contextlib.asynccontextmanager
-async def session(engine, *, user_id: str | None = None):
-    conn, client = memory_pair()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(engine.serve, conn, ConnectionInfo(user_id=user_id))
-        with anyio.fail_after(10):
-            yield client
-        await client.aclose()
-    client.conn = conn
 
 
 async def test_user_message_streams_in_order():

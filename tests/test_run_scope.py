@@ -14,7 +14,7 @@ from streamcore import Completion, ConnectionInfo, load_provider
 from streamcore.events import Kind
 from streamcore.testing import FakeOpenAI, memory_pair
 
-from .helpers import check_stream, make_engine
+from .helpers import check_stream, make_engine, memory_session
 
 pytestmark = pytest.mark.anyio
 WAIT = 10
@@ -27,12 +27,8 @@ def anyio_backend():
 
 @contextlib.asynccontextmanager
 async def session(engine):
-    conn, client = memory_pair()
-    async with engine, anyio.create_task_group() as tg:
-        tg.start_soon(engine.serve, conn, ConnectionInfo())
-        with anyio.fail_after(WAIT):
-            yield client
-        await client.aclose()
+    async with engine, memory_session(engine) as client:  # the engine closed after
+        yield client
 
 
 async def _stop_after_first_chunk(client):

@@ -25,6 +25,13 @@ def _scope() -> TaskScope:
     return TaskScope(asyncio.get_running_loop())
 
 
+async def _started(coro, entered: asyncio.Event) -> asyncio.Task:
+    """``coro`` in a task of its own, once it has set ``entered`` (inside its scope)."""
+    task = asyncio.create_task(coro)
+    await entered.wait()
+    return task
+
+
 async def test_a_cancel_from_another_task_ends_the_body_and_is_swallowed():
     entered = asyncio.Event()
     after: list[str] = []
@@ -40,8 +47,7 @@ async def test_a_cancel_from_another_task_ends_the_body_and_is_swallowed():
         after.append("awaited again")
         return asyncio.current_task().cancelling()
 
-    task = asyncio.create_task(body())
-    await entered.wait()
+    task = await _started(body(), entered)
     scope.cancel()
     assert await asyncio.wait_for(task, 5) == 0
     assert after == ["past the scope", "awaited again"]
@@ -117,8 +123,7 @@ async def test_the_cancellation_is_delivered_again_while_the_body_stays_inside()
             await asyncio.sleep(3600)
         return asyncio.current_task().cancelling()
 
-    task = asyncio.create_task(stubborn())
-    await entered.wait()
+    task = await _started(stubborn(), entered)
     scope.cancel()
     assert await asyncio.wait_for(task, 5) == 0
     assert swallowed == 3 and scope.cancelled_caught
@@ -133,8 +138,7 @@ async def test_a_foreign_cancellation_passes_through():
             entered.set()
             await asyncio.sleep(3600)
 
-    task = asyncio.create_task(body())
-    await entered.wait()
+    task = await _started(body(), entered)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
@@ -153,8 +157,7 @@ async def test_a_foreign_cancellation_landing_with_its_own_is_not_swallowed():
             await asyncio.sleep(3600)
         await asyncio.sleep(3600)  # not reached: the task is cancelled
 
-    task = asyncio.create_task(body())
-    await entered.wait()
+    task = await _started(body(), entered)
     scope.cancel()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -175,8 +178,7 @@ async def test_an_inner_anyio_scope_lets_the_run_scope_cancellation_through():
             inner_caught.append(inner.cancelled_caught)
         return "after"
 
-    task = asyncio.create_task(body())
-    await entered.wait()
+    task = await _started(body(), entered)
     scope.cancel()
     assert await asyncio.wait_for(task, 5) == "after"
     assert inner_caught == [] and scope.cancelled_caught
@@ -215,8 +217,7 @@ async def test_a_shielded_cleanup_inside_the_body_is_not_cancelled():
                         cleaned.append(i)
         return asyncio.current_task().cancelling()
 
-    task = asyncio.create_task(provider_like())
-    await entered.wait()
+    task = await _started(provider_like(), entered)
     scope.cancel()
     assert await asyncio.wait_for(task, 5) == 0
     assert cleaned == [0, 1, 2, 3, 4] and scope.cancelled_caught
@@ -247,8 +248,7 @@ async def test_a_shielded_cleanup_does_not_keep_the_loop_busy():
                 with anyio.CancelScope(shield=True):
                     await asyncio.sleep(0.2)
 
-    task = asyncio.create_task(body())
-    await entered.wait()
+    task = await _started(body(), entered)
     scope.cancel()
     await asyncio.wait_for(task, 5)
     assert scope.cancelled_caught
@@ -267,20 +267,18 @@ async def test_a_group_of_its_own_cancellations_is_swallowed_and_the_rest_goes_o
                 entered.set()
                 await asyncio.sleep(3600)
             except asyncio.CancelledError as exc:
-                raise BaseExceptionGroup("wrapped", [exc] + ([extra] if extra else [])) from None
+                raise BaseExceptionGroup("wrapped", [exc] + ([extra] if extra else [])) from None  # noqa: F821 (3.11+)
         return "after"
 
-    task = asyncio.create_task(body(None))
-    await entered.wait()
+    task = await _started(body(None), entered)
     scope.cancel()
     assert await asyncio.wait_for(task, 5) == "after" and scope.cancelled_caught
 
     scope = _scope()
     entered.clear()
-    task = asyncio.create_task(body(ValueError("boom")))
-    await entered.wait()
+    task = await _started(body(ValueError("boom")), entered)
     scope.cancel()
-    with pytest.raises(BaseExceptionGroup) as info:
+    with pytest.raises(BaseExceptionGroup) as info:  # noqa: F821 (the module needs 3.11)
         await asyncio.wait_for(task, 5)
     assert [type(e) for e in info.value.exceptions] == [ValueError] and scope.cancelled_caught
 
@@ -301,8 +299,7 @@ async def test_a_cancel_while_the_body_is_shielded_waits_for_the_shield_to_end()
             steps.append("not reached")
         steps.append("after")
 
-    task = asyncio.create_task(body())
-    await in_shield.wait()
+    task = await _started(body(), in_shield)
     scope.cancel()
     for _ in range(5):  # turns of the loop with the cancellation pending
         await asyncio.sleep(0)
@@ -322,8 +319,7 @@ async def test_a_shield_around_the_scope_does_not_stop_it():
                 await asyncio.sleep(3600)
             return "after"
 
-    task = asyncio.create_task(body())
-    await entered.wait()
+    task = await _started(body(), entered)
     scope.cancel()
     assert await asyncio.wait_for(task, 5) == "after"
     assert scope.cancelled_caught

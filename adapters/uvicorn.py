@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from streamcore._heap import freeze_startup_heap
+
 from .asgi import StreamcoreASGI
 
 if TYPE_CHECKING:
@@ -86,6 +88,8 @@ async def serve(
                 await anyio.sleep(0.005)
         sock = server.servers[0].sockets[0]
         bound_host, bound_port = sock.getsockname()[:2]
+        if cfg.server.gc_freeze:
+            freeze_startup_heap()
         try:
             yield bound_host, bound_port
         finally:

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from streamcore._heap import freeze_startup_heap
 from streamcore.errors import ConnectionClosed
 from streamcore.http import StaticRoutes
 from streamcore.transport import ConnectionInfo
@@ -244,6 +245,8 @@ async def serve(
     )
     options.update(kwargs)
     server = await ws_serve(handler, host or cfg.server.host, cfg.server.port if port is None else port, **options)
+    if cfg.server.gc_freeze:
+        freeze_startup_heap()
     try:
         yield server
     finally:

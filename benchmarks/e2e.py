@@ -139,9 +139,11 @@ def _run_client(coro: Any, loop: str) -> Any:
     return asyncio.run(coro)
 
 
-def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int, loop: str = "asyncio") -> dict[str, Any]:
+def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int, loop: str = "asyncio",
+            gc_freeze: bool = True) -> dict[str, Any]:
     """Per-chunk latency (production to client) and time to first chunk, paced streams;
-    the load generator on :func:`client_loop`, its CPU share reported beside the server's."""
+    the load generator on :func:`client_loop`, its CPU share reported beside the server's.
+    ``gc_freeze``: the server freezes its start-up heap (raw servers too, see server.py)."""
     samples: list[int] = []
     ttft: list[int] = []
     gaps: list[int] = []
@@ -153,7 +155,7 @@ def latency(adapter: str, impl: str, streams: int, rate: float, chunks: int, loo
         client.append(time.process_time())
 
     with Server(adapter=adapter, impl=impl, chunks=chunks, size=32, rate=rate, stamp=True, coalesce=1,
-                loop=loop) as server:
+                loop=loop, gc_freeze=int(gc_freeze)) as server:
         result = _run_client(loadgen.run(server.port, streams, messages=1, latency=samples, ttft=ttft, gaps=gaps,
                                          on_start=mark, on_end=mark), client_loop())
         rss = server.rss_kib()

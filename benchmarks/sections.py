@@ -205,8 +205,8 @@ def _ms_list(values: list[float]) -> str:
     return ", ".join(f"{v:.1f}" for v in values)
 
 
-def _paced_in_rounds(adapter: str, streams: int, chunks: int, runs: int,
-                     loop: str = "asyncio") -> tuple[dict[str, dict], dict[str, list[float]]]:
+def _paced_in_rounds(adapter: str, streams: int, chunks: int, runs: int, loop: str = "asyncio",
+                     gc_freeze: bool = True) -> tuple[dict[str, dict], dict[str, list[float]]]:
     """Paced streams on the raw transport and on streamcore, ``runs`` times each in rounds
     (raw, streamcore, raw...): at a thousand streams both servers saturate their core, and
     one run's p99 moves with the host's load by tens of milliseconds. The median run of
@@ -216,7 +216,8 @@ def _paced_in_rounds(adapter: str, streams: int, chunks: int, runs: int,
     rounds: dict[str, list[dict]] = {"raw": [], "streamcore": []}
     for _ in range(runs):
         for impl in rounds:
-            rounds[impl].append(e2e.latency(adapter, impl, streams, rate=50, chunks=chunks, loop=loop))
+            rounds[impl].append(e2e.latency(adapter, impl, streams, rate=50, chunks=chunks, loop=loop,
+                                            gc_freeze=gc_freeze))
     median = {impl: sorted(rs, key=lambda x: x["gap_p99_ms"])[len(rs) // 2] for impl, rs in rounds.items()}
     return median, {impl: [r["gap_p99_ms"] for r in rs] for impl, rs in rounds.items()}
 
@@ -311,7 +312,7 @@ def latency(report: Report, quick: bool) -> None:
     runs = 1 if quick else 3
     every: list[str] = []
     rows: dict[tuple[str, str], dict] = {}  # (adapter, impl): the median run at the target load, charted
-    report.begin("latency", len(ADAPTERS) * len(levels))
+    report.begin("latency", len(ADAPTERS) * len(levels) + (0 if quick else 1))
     for adapter in ADAPTERS:
         for level in levels:
             report.step(f"{adapter}, {level:,} streams x 50 chunks/s, raw and streamcore in {runs} round(s)")
@@ -337,13 +338,33 @@ def latency(report: Report, quick: bool) -> None:
             # (20 ms when the server keeps up), p99, against the raw transport's.
             report.target(f"latency {adapter}, {streams:,} streams x 50 chunks/s: added p99 gap between chunks",
                           added_gap, f"< {ADDED_P99_MS:g} ms", added_gap < ADDED_P99_MS, "ms")
+    unfrozen: list[str] = []
+    if not quick:
+        # The same load with no server freezing its start-up heap (the default of an app
+        # that runs its own server): the collector's full passes walk it all, and last longer
+        # the more objects each connection keeps (reported, not a target).
+        report.step(f"asgi, {streams:,} streams x 50 chunks/s, collector not frozen, in {runs} round(s)")
+        median, gaps = _paced_in_rounds("asgi", streams, chunks, runs, gc_freeze=False)
+        for impl in ("raw", "streamcore"):
+            report.add("latency: collector not frozen", {"adapter": "asgi", "server": impl, **median[impl]})
+        report.add("latency: collector not frozen, added by streamcore", {
+            "adapter": "asgi", "streams": streams,
+            "added_gap_p99_ms": median["streamcore"]["gap_p99_ms"] - median["raw"]["gap_p99_ms"],
+            "added_ttft_p50_ms": median["streamcore"]["ttft_p50_ms"] - median["raw"]["ttft_p50_ms"],
+        })
+        unfrozen.append(f"raw {_ms_list(gaps['raw'])}, streamcore {_ms_list(gaps['streamcore'])}")
+        report.note("latency: collector not frozen",
+                    "as above on uvicorn, with no server (raw or streamcore) freezing its start-up heap "
+                    "([server] gc_freeze off, the default); every run's gap p99 (ms): " + "; ".join(unfrozen) + ".")
     report.note("latency: streams of 50 chunks/s",
                 f"streams of {chunks} chunks, each chunk stamped with its production time by the server "
                 "and read by the load generator (same clock): chunk_* is production to arrival; gap_* the time "
                 "between two chunk frames of one stream as they arrive (20 ms when the server keeps the pace); "
                 "ttft_* from the request to the first chunk, every stream asking at once; "
                 "server_core_busy / client_core_busy: the server's / the load generator's CPU time over the wall "
-                f"time (1.0: saturated); the load generator runs on {e2e.client_loop()}. streamcore merges "
+                f"time (1.0: saturated); the load generator runs on {e2e.client_loop()}. Every server, raw "
+                "ones included, freezes its start-up heap once it listens ([server] gc_freeze; the table "
+                "below has the same load without). streamcore merges "
                 f"chunks as it does by default. Each row is the median of {runs} run(s) by gap_p99_ms, raw and "
                 "streamcore measured in turn; every run's gap p99 (ms): " + "; ".join(every) + ".")
 

@@ -25,6 +25,7 @@ import uuid
 import anyio
 
 from streamcore import Completion, Config, Engine
+from streamcore._heap import freeze_startup_heap
 
 # The frames of a reply besides its chunks, as the protocol (and streamcore) sends them:
 # AI_THINKING when the request is read, AI_MESSAGE_START before the first chunk, and
@@ -186,6 +187,10 @@ def engine_for(args) -> Engine:
     config.features.metadata = False
     # benchmarks.sse builds its engine here too, without an --eager option (default on).
     config.server.eager_send = bool(getattr(args, "eager", 1))
+    # Every server here, raw ones included, freezes its start-up heap once it listens (the
+    # uvicorn runner does it from this config for both; the raw websockets server below
+    # calls it itself), unless --gc-freeze 0: see streamcore/_heap.py.
+    config.server.gc_freeze = bool(getattr(args, "gc_freeze", 1))
     return Engine(config, provider=BenchProvider(args.chunks, args.size, args.rate, args.stamp))
 
 
@@ -213,6 +218,8 @@ async def serve_websockets(args, ready):
 
     async with serve(handler, "127.0.0.1", 0, compression="deflate" if args.compression else None,
                      max_size=1 << 20) as server:
+        if args.gc_freeze:  # as streamcore's runner does (see engine_for)
+            freeze_startup_heap()
         ready(next(iter(server.sockets)).getsockname()[1])
         await anyio.sleep_forever()
 
@@ -284,6 +291,7 @@ def main() -> None:
     p.add_argument("--compression", type=int, default=0)
     p.add_argument("--eager", type=int, default=1, help="[server] eager_send")
     p.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    p.add_argument("--gc-freeze", type=int, default=1, help="[server] gc_freeze (raw servers too)")
     args = p.parse_args()
     import structlog
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +28,9 @@ import sniffio
 from .log import get_logger
 
 __all__ = ["TaskScope", "TaskSet", "cancel_scope", "running_loop"]
+
+#: ``create_task(context=...)`` exists from Python 3.11.
+_SHARED_CONTEXT = sys.version_info >= (3, 11)
 
 _log = get_logger("streamcore")
 
@@ -56,8 +61,8 @@ class TaskSet:
         self._tasks: set[Any] | None = None
         self._loop = running_loop()
         # One bound method for every task's done callback, not one made (and tracked by
-        # the garbage collector for the task's lifetime) per task.
-        self._on_done = self._done
+        # the garbage collector for the task's lifetime) per task; made at the first task.
+        self._on_done: Any = None
 
     @property
     def loop(self) -> Any:
@@ -69,11 +74,20 @@ class TaskSet:
         if self._loop is None:
             self._tg.start_soon(fn, *args)
             return
-        task = self._loop.create_task(fn(*args))
         if self._tasks is None:
             self._tasks = set()
+            self._on_done = self._done
+        if _SHARED_CONTEXT:
+            # The task and its done callback share one copy of the caller's context:
+            # add_done_callback() would make a second copy, one more object per task for
+            # the garbage collector while the task lives.
+            context = contextvars.copy_context()
+            task = self._loop.create_task(fn(*args), context=context)
+            task.add_done_callback(self._on_done, context=context)
+        else:
+            task = self._loop.create_task(fn(*args))
+            task.add_done_callback(self._on_done)
         self._tasks.add(task)
-        task.add_done_callback(self._on_done)
 
     def _done(self, task: Any) -> None:
         if self._tasks is not None:

@@ -91,6 +91,9 @@ class Codec:
         self._json_decoder: _Decoder = msgspec.json.Decoder(union)
         self._json_probe: _Decoder = msgspec.json.Decoder(_Probe)
         self._json_encoder = msgspec.json.Encoder()
+        # Bound once: each chunk encoder keeps it, and a bound method made per encoder (one
+        # per reader of every reply) is one more object for the garbage collector.
+        self._json_encode = self._json_encoder.encode
         if self.binary:
             self._mp_decoder: _Decoder = msgspec.msgpack.Decoder(union)
             self._mp_probe: _Decoder = msgspec.msgpack.Decoder(_Probe)
@@ -158,7 +161,7 @@ class Codec:
         tail = b"}}"
         if metadata:
             tail = b'},"metadata":' + self._json_encoder.encode(metadata) + b"}"
-        encode_str = self._json_encoder.encode
+        encode_str = self._json_encode
         # The parts are bound as defaults, not closure cells: one tuple per encoder instead
         # of a cell each (an encoder is made per reader of every reply), and faster reads.
         if reasoning:

@@ -66,6 +66,11 @@ class ServerConfig(_Section):
     #: (the ``fast`` extra, as ``uvicorn[standard]`` does), "asyncio" on the standard loop,
     #: "uvloop" requires it. An app served by its own server keeps that server's loop.
     loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    #: once the server listens, collect and freeze the heap (``gc.freeze()``): the
+    #: collector's full passes then skip the start-up objects, and pause every stream for
+    #: less (see streamcore/_heap.py). Process-wide, hence off unless asked; for a process
+    #: that only serves streamcore.
+    gc_freeze: bool = False
 
 
 class ProviderConfig(_Section):

@@ -76,11 +76,16 @@ class MemoryLimiter:
         #: refilled. Bounded: the oldest go first (they are the most likely refilled).
         self._idle: OrderedDict[str, TokenBucket] = OrderedDict()
         self.max_idle = max_idle
-        #: owner -> run ids holding a slot
-        self._slots: dict[str, set[str]] = {}
+        #: owner -> the run ids holding a slot: the id alone while it is the only one (the
+        #: usual case: a set per streaming connection is one more object for the garbage
+        #: collector to walk), a set of them past one.
+        self._slots: dict[str, Union[str, set[str]]] = {}
 
     def active(self, owner: str) -> int:
-        return len(self._slots.get(owner, ()))
+        mine = self._slots.get(owner)
+        if mine is None:
+            return 0
+        return 1 if isinstance(mine, str) else len(mine)
 
     def rate(self, session: Any) -> TokenBucket:
         user_id = getattr(session, "user_id", None)
@@ -105,14 +110,22 @@ class MemoryLimiter:
                     self._idle.popitem(last=False)
 
     def try_acquire(self, owner: str, run_id: str, limit: int) -> bool:
-        mine = self._slots.get(owner)
+        slots = self._slots
+        mine = slots.get(owner)
         if mine is None:
-            mine = self._slots[owner] = set()
+            if limit < 1:
+                return False
+            slots[owner] = run_id
+            return True
+        if isinstance(mine, str):
+            if mine == run_id:
+                return True
+            if limit < 2:
+                return False
+            mine = slots[owner] = {mine}
         if run_id in mine:
             return True
         if len(mine) >= limit:
-            if not mine:
-                del self._slots[owner]
             return False
         mine.add(run_id)
         return True
@@ -125,10 +138,15 @@ class MemoryLimiter:
 
     def release_now(self, owner: str, run_id: str) -> None:
         mine = self._slots.get(owner)
-        if mine is not None:
-            mine.discard(run_id)
-            if not mine:
+        if mine is None:
+            return
+        if isinstance(mine, str):
+            if mine == run_id:
                 del self._slots[owner]
+            return
+        mine.discard(run_id)
+        if not mine:
+            del self._slots[owner]
 
     async def aclose(self) -> None:
         self._buckets.clear()

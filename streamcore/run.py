@@ -45,15 +45,16 @@ _TEXT, _REASONING = Kind.TEXT, Kind.REASONING
 _NEVER = float("inf")
 
 
-class Conversation:
-    """Which history a chat run continues and records its turn into."""
+class Conversation(msgspec.Struct, gc=False):
+    """Which history a chat run continues and records its turn into.
 
-    __slots__ = ("owner", "id", "user_message")
+    Never tracked by the garbage collector (``gc=False``): it holds strings and a message
+    of strings, so it can be in no reference cycle, and a run lives for a whole reply.
+    """
 
-    def __init__(self, owner: str, id: str, user_message: ChatMessage) -> None:
-        self.owner = owner
-        self.id = id
-        self.user_message = user_message
+    owner: str
+    id: str
+    user_message: ChatMessage
 
 
 class Subscription:
@@ -379,7 +380,7 @@ class Run:
             self.scope.cancel()
 
     def _emit(self, entry: tuple) -> None:
-        self.writer.append(entry)
+        self.entries.append(entry)
         for sub in self.subscribers:
             sub.deliver(entry)
 
@@ -417,8 +418,11 @@ class Run:
                     # The per-chunk path: locals only. A text delta does what
                     # RunMachine.text_delta does, inline (a method call per chunk is
                     # measurable here); the state is checked once, at START.
-                    parts_append = machine.parts.append
-                    append = self.writer.append
+                    # The lists themselves, not their bound ``append``s: ``list.append`` is
+                    # specialised by the interpreter, and a bound method kept for the run's
+                    # life is one more object per reply for the garbage collector to walk.
+                    parts = machine.parts
+                    entries = self.entries  # the log's own list (see LogWriter.entries)
                     subscribers = self.subscribers
                     size = 0  # machine.size, kept in a local on the per-chunk path
                     # One delta never makes a frame over [limits] max_frame_bytes.
@@ -435,10 +439,10 @@ class Run:
                                     for i in range(0, head, max_piece):
                                         piece = item[i:i + max_piece]
                                         _check_encodable(piece)
-                                        parts_append(piece)
+                                        parts.append(piece)
                                         size += len(piece)
                                         seq = machine.seq = machine.seq + 1
-                                        append(piece)  # a text entry is its bare str
+                                        entries.append(piece)  # a text entry is its bare str
                                         for sub in subscribers:
                                             sub.deliver_text(seq, piece)
                                     item = item[head:]
@@ -446,12 +450,12 @@ class Run:
                                     _check_encodable(item)
                                 if ttft is None:
                                     ttft = self._first_delta(model, start + lim.generation_timeout)
-                                parts_append(item)
+                                parts.append(item)
                                 size += len(item)
                                 seq = machine.seq = machine.seq + 1
                                 # A text entry is its bare str (seq: its position):
                                 # no object per chunk for the garbage collector.
-                                append(item)
+                                entries.append(item)
                                 for sub in subscribers:
                                     sub.deliver_text(seq, item)
                                 if size > max_bytes:
@@ -466,7 +470,7 @@ class Run:
                                 machine.size = size
                                 entry = machine.reasoning_delta(item)
                                 size = machine.size
-                                append(entry)
+                                entries.append(entry)
                                 for sub in subscribers:
                                     sub.deliver(entry)
                                 if size > max_bytes:

@@ -46,14 +46,15 @@ class LogWriter(Protocol):
             reads it for its local readers; a shared backend keeps its own copy too). A
             text delta is appended as its bare ``str`` (seq: its position + 1), any other
             entry as ``(seq, kind, payload)``; :func:`~streamcore.events.expand` gives
-            them all as tuples.
+            them all as tuples. The run appends to this list itself, once per delta: a
+            shared backend sends what is new from it in the background, never blocking.
     """
 
     entries: list[Entry | str]
 
-    def append(self, entry: Entry | str) -> None:
-        """Record ``entry``. Called once per delta: it must not block or await (a shared
-        backend buffers and sends in the background)."""
+    @property
+    def append(self) -> Callable[[Entry | str], None]:
+        """``entries.append``: recording an entry is appending it to ``entries``."""
 
     def finish(self, size: int = 0) -> None:
         """The run sealed: start its retention period (``size``: the text it logged)."""
@@ -90,7 +91,7 @@ class _Record:
     """One run's entries in memory; also its :class:`LogWriter`, and once finished the
     source a resuming reader reads in place (see :class:`~streamcore.run.Subscription`)."""
 
-    __slots__ = ("run_id", "owner", "entries", "append", "bytes", "done", "ended_at", "_log")
+    __slots__ = ("run_id", "owner", "entries", "bytes", "done", "ended_at", "_log")
 
     #: the seq before ``entries[0]``: a run's entries start at seq 1.
     base = 0
@@ -99,12 +100,17 @@ class _Record:
         self.run_id = run_id
         self.owner = owner
         self.entries: list[Entry | str] = []
-        #: the per-delta call is the list's own append: nothing else to do in memory.
-        self.append = self.entries.append
         self.bytes = 0
         self.done = False
         self.ended_at = 0.0
         self._log = log
+
+    @property
+    def append(self) -> Callable[[Entry | str], None]:
+        """The per-delta call: the list's own append, nothing else to do in memory. Made
+        when asked (a run asks once), not kept: a bound method per run is one more object
+        for the garbage collector to walk while the run lives."""
+        return self.entries.append
 
     @property
     def sealed(self) -> bool:

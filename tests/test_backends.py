@@ -342,6 +342,31 @@ async def test_limiter_concurrency_is_per_owner_across_workers(kind, request):
         assert not await a.limiter.acquire("u:ann", "r5", 2)
 
 
+def test_memory_limiter_slots_from_one_to_many_and_back():
+    # One slot is held as the run id alone, several as a set: every way between the two.
+    lim = MemoryLimiter()
+    assert lim.active("a") == 0
+    assert not lim.try_acquire("a", "r0", 0)  # a limit of 0 admits nothing
+    assert lim.active("a") == 0 and "a" not in lim._slots
+    assert lim.try_acquire("a", "r1", 1) and lim.try_acquire("a", "r1", 1)  # held: idempotent
+    assert lim.active("a") == 1
+    assert not lim.try_acquire("a", "r2", 1)
+    assert lim.try_acquire("a", "r2", 3) and lim.try_acquire("a", "r3", 3)
+    assert lim.active("a") == 3 and not lim.try_acquire("a", "r4", 3)
+    assert lim.try_acquire("a", "r2", 3)  # held already: still True at the limit
+    lim.release_now("a", "r9")  # not held: nothing changes
+    assert lim.active("a") == 3
+    for run_id, left in (("r2", 2), ("r1", 1), ("r1", 1), ("r3", 0)):
+        lim.release_now("a", run_id)
+        assert lim.active("a") == left
+    assert "a" not in lim._slots  # an owner with no run holds nothing
+    assert lim.try_acquire("a", "r5", 1)
+    lim.release_now("a", "r6")  # another id than the one held: kept
+    assert lim.active("a") == 1
+    lim.release_now("a", "r5")
+    assert "a" not in lim._slots
+
+
 # --- broker ---------------------------------------------------------------------------------
 
 

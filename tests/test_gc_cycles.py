@@ -140,3 +140,36 @@ async def test_streaming_connections_hold_no_anyio_cancel_scope_each(adapter):
         done.set()
     assert len(readers) == n and len(runs) == n
     assert scoped == []
+
+
+async def test_a_streaming_run_keeps_no_object_it_can_do_without():
+    # Each object a run keeps while it streams is walked by every collection of the older
+    # generations; at a thousand streams a few per run decide whether a full collection
+    # (tens of milliseconds, every stream paused) comes while replies start. What a run
+    # needs no longer makes one each: the bound appends of its lists, a set for its owner's
+    # only generation slot, a second copy of its task's context, a tracked Conversation.
+    import asyncio
+    import contextvars
+
+    from streamcore.run import Conversation
+
+    provider = ScriptedProvider(("a", "b"), gate_after=1)
+    engine = make_engine(provider)
+    async with running(engine, "asgi") as url, connect(url) as client:
+        await client.send("USER_MESSAGE", {"content": "hi"})
+        frames = await client.until("AI_MESSAGE_CHUNK")
+        (run,) = engine.runs.values()
+        gc.collect()
+        lists = (run.entries, run.machine.parts)
+        appends = [o for o in gc.get_objects() if type(o) is type([].append) and getattr(o, "__self__", None) in lists]
+        slot = engine.limiter._slots[run.owner]
+        (task,) = [t for t in asyncio.all_tasks() if t.get_coro().cr_code is Run.execute.__code__]
+        contexts = {id(o) for o in gc.get_referents(task) if type(o) is contextvars.Context}
+        conversation_tracked = gc.is_tracked(run.conversation)
+        provider.gate.set()
+        assert check_stream(frames + await client.until("AI_MESSAGE_END"))["isComplete"]
+    assert isinstance(run.conversation, Conversation)
+    assert appends == []
+    assert slot == run.message_id  # the id alone, no set
+    assert not conversation_tracked
+    assert len(contexts) == 1  # the task's own context, shared with its done callback

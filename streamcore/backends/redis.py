@@ -170,12 +170,12 @@ def _k(owner: str) -> str:
 class RedisLogWriter:
     """One run's handle on the Redis log.
 
-    ``append`` is the entry list's own ``append``: the hot path costs nothing more than in
-    memory. The log's flusher sends what is new, for every live run, once per window.
+    The run appends to ``entries`` itself: the hot path costs nothing more than in memory.
+    The log's flusher sends what is new, for every live run, once per window.
     """
 
     __slots__ = (
-        "run_id", "owner", "entries", "append", "sent", "done", "sealed", "meta_sent", "expire_at", "key", "meta",
+        "run_id", "owner", "entries", "sent", "done", "sealed", "meta_sent", "expire_at", "key", "meta",
         "_log", "_flushed",
     )
 
@@ -183,7 +183,6 @@ class RedisLogWriter:
         self.run_id = run_id
         self.owner = owner
         self.entries: list[Entry | str] = []
-        self.append = self.entries.append
         #: how many entries Redis has.
         self.sent = 0
         self.done = False
@@ -194,6 +193,11 @@ class RedisLogWriter:
         self.meta = log.prefix + "runmeta:" + run_id
         self._log = log
         self._flushed: anyio.Event | None = None
+
+    @property
+    def append(self) -> Callable[[Entry | str], None]:
+        """``entries.append`` (see :class:`~streamcore.runlog.LogWriter`)."""
+        return self.entries.append
 
     def finish(self, size: int = 0) -> None:
         if self.done:

@@ -23,7 +23,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import sniffio
+
+try:  # anyio >= 4.16 no longer installs it; trio does (and needs it)
+    import sniffio
+except ModuleNotFoundError:  # pragma: no cover - depends on what is installed
+    sniffio = None  # type: ignore[assignment]
 
 from .log import get_logger
 
@@ -37,6 +41,11 @@ _log = get_logger("streamcore")
 
 def running_loop() -> Any:
     """The running asyncio loop, or None under another anyio backend (or outside any)."""
+    if sniffio is None:  # then no trio either: an asyncio loop, or nothing (as anyio decides)
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return None
     try:
         if sniffio.current_async_library() != "asyncio":
             return None
@@ -77,15 +86,17 @@ class TaskSet:
         if self._tasks is None:
             self._tasks = set()
             self._on_done = self._done
-        if _SHARED_CONTEXT:
+        loop = self._loop
+        if _SHARED_CONTEXT and loop.get_task_factory() is None:
             # The task and its done callback share one copy of the caller's context:
             # add_done_callback() would make a second copy, one more object per task for
-            # the garbage collector while the task lives.
+            # the garbage collector while the task lives. (An app's task factory may not
+            # take ``context``: then as before.)
             context = contextvars.copy_context()
-            task = self._loop.create_task(fn(*args), context=context)
+            task = loop.create_task(fn(*args), context=context)
             task.add_done_callback(self._on_done, context=context)
         else:
-            task = self._loop.create_task(fn(*args))
+            task = loop.create_task(fn(*args))
             task.add_done_callback(self._on_done)
         self._tasks.add(task)
 

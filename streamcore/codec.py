@@ -99,7 +99,7 @@ class Codec:
             self._mp_probe: _Decoder = msgspec.msgpack.Decoder(_Probe)
             self._encode = msgspec.msgpack.Encoder().encode
         else:
-            self._encode = self._json_encoder.encode
+            self._encode = self._json_encode
 
     # --- server -> client -----------------------------------------------------------------
 

@@ -1,0 +1,50 @@
+"""TaskSet: plain asyncio tasks the engine starts per reply, and how it finds the loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streamcore import _tasks
+
+from .helpers import ScriptedProvider, check_stream, connect, make_engine, running
+
+
+def test_running_loop_without_sniffio(monkeypatch):
+    # anyio 4.16 no longer installs sniffio: without it, an asyncio loop is found, or none.
+    monkeypatch.setattr(_tasks, "sniffio", None)
+    assert _tasks.running_loop() is None
+
+    async def inside() -> object:
+        return _tasks.running_loop()
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(inside()) is loop
+    finally:
+        loop.close()
+
+
+@pytest.mark.anyio
+async def test_an_app_task_factory_without_context_still_runs_replies():
+    # A task factory written for Python 3.10 takes (loop, coro) only; a reply's task is
+    # then made without a context argument, as before.
+    made: list[object] = []
+
+    def factory(loop, coro):
+        task = asyncio.Task(coro, loop=loop)
+        made.append(task)
+        return task
+
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    loop.set_task_factory(factory)
+    try:
+        engine = make_engine(ScriptedProvider())
+        async with running(engine, "asgi") as url, connect(url) as client:
+            await client.send("USER_MESSAGE", {"content": "hi"})
+            assert check_stream(await client.until("AI_MESSAGE_END"))["content"] == "Hello, world!"
+    finally:
+        loop.set_task_factory(previous)
+    assert made  # the factory made the tasks (the run's among them)

@@ -48,3 +48,33 @@ async def test_an_app_task_factory_without_context_still_runs_replies():
     finally:
         loop.set_task_factory(previous)
     assert made  # the factory made the tasks (the run's among them)
+
+
+def test_streamcore_imports_and_streams_without_sniffio():
+    # anyio 4.16 installs no sniffio: the core must import and serve without it.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys; sys.modules['sniffio'] = None\n"  # an import of it now fails
+        "import anyio\n"
+        "from streamcore import ConnectionInfo, Engine\n"
+        "from streamcore.testing import memory_pair\n"
+        "from tests.helpers import ScriptedProvider\n"
+        "async def main():\n"
+        "    async with Engine(provider=ScriptedProvider()) as engine:\n"
+        "        conn, client = memory_pair()\n"
+        "        async with anyio.create_task_group() as tg:\n"
+        "            tg.start_soon(engine.serve, conn, ConnectionInfo())\n"
+        "            await client.send('USER_MESSAGE', {'content': 'hi'})\n"
+        "            while (f := await client.receive())['type'] != 'AI_MESSAGE_END':\n"
+        "                pass\n"
+        "            print(f['data']['content'])\n"
+        "            tg.cancel_scope.cancel()\n"
+        "anyio.run(main)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "Hello, world!"

@@ -19,14 +19,17 @@ TIMEOUT = 15  # seconds: the upper bound of any single wait in a network test
 
 
 @contextlib.asynccontextmanager
-async def memory_session(engine: Engine, *, user_id: str | None = None) -> AsyncIterator[Any]:
+async def memory_session(
+    engine: Engine, *, user_id: str | None = None, buffer: int = 1 << 16
+) -> AsyncIterator[Any]:
     """``engine`` serving one in-memory connection; yields its client (10 s bound).
 
-    After the block, ``client.conn`` is the server side of the connection."""
+    ``buffer``: frames each way the memory streams hold. After the block, ``client.conn``
+    is the server side of the connection."""
     from streamcore import ConnectionInfo
     from streamcore.testing import memory_pair
 
-    conn, client = memory_pair()
+    conn, client = memory_pair(buffer)
     async with anyio.create_task_group() as tg:
         tg.start_soon(engine.serve, conn, ConnectionInfo(user_id=user_id))
         with anyio.fail_after(10):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 from typing import Any
 
@@ -15,7 +14,7 @@ from streamcore.errors import ConnectionClosed
 from streamcore.events import AppEvent, Kind
 from streamcore.testing import memory_pair
 
-from .helpers import ScriptedProvider, check_stream, make_engine, types
+from .helpers import ScriptedProvider, check_stream, make_engine, memory_session, types
 
 pytestmark = pytest.mark.anyio
 
@@ -23,15 +22,7 @@ PIECES = tuple(f"w{i} " for i in range(12))
 FULL = "".join(PIECES)
 
 
-@contextlib.asynccontextmanager
-async def connection(engine: Engine, *, user_id: str | None = None, buffer: int = 1 << 16):
-    conn, client = memory_pair(buffer)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(engine.serve, conn, ConnectionInfo(user_id=user_id))
-        with anyio.fail_after(10):
-            yield client
-        await client.aclose()
-    client.conn = conn
+connection = memory_session
 
 
 def chunks_text(frames: list[dict[str, Any]]) -> str:
